@@ -1,0 +1,111 @@
+"""Configuration of the EGRSD trainer: TRL's GRPOConfig plus the keys that define the credit method."""
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from .credit import CREDIT_METHODS, ENTROPY_REFS, CreditConfig
+from .teacher import DEFAULT_TEACHER_TEMPLATE, template_fields
+
+
+TEACHER_MODELS = ("live", "frozen")
+_CREDIT_DEFAULTS = CreditConfig()
+
+
+@dataclass
+class EGRSDConfig(GRPOConfig):
+    r"""
+    [`~trl.GRPOConfig`] with the token-credit keys of GRPO, OPSD, RLSD, EGRSD and CL-EGRSD.
+
+    Parameters:
+        credit_method (`str`, defaults to `"egrsd"`):
+            "grpo" (no teacher), "opsd", "rlsd", "egrsd" or "cl_egrsd".
+        ratio_clip_low, ratio_clip_high, gate_floor, entropy_ref, entropy_ref_quantile, lookahead_window,
+        lookahead_decay, credit_normalization, opsd_clip:
+            The [`egrsd.credit.CreditConfig`] fields. `entropy_ref` is "quantile", "log_vocab" or a number in nats.
+        teacher_model (`str`, defaults to `"live"`):
+            "live": the current weights score the rollouts; "frozen": the initial weights (TRL's reference model;
+            with PEFT, the model with its adapter disabled).
+        teacher_template (`str`):
+            How the privileged context joins the last user message; placeholders `{problem}` (the student's
+            message), `{solution}` (the `solution_column`) and `{answer}` (the `answer` column).
+        solution_column (`str`, defaults to `"solution"`):
+            Dataset column holding the reference solution.
+        teacher_chunk_size (`int` or `None`):
+            Positions per chunk when the LM head scores the teacher pass (default: 64 MiB of float32 logits).
+    """
+
+    credit_method: str = field(default="egrsd", metadata={"help": f"One of {CREDIT_METHODS}."})
+    ratio_clip_low: float = field(default=_CREDIT_DEFAULTS.ratio_clip_low, metadata={"help": "m_lo in (0, 1]."})
+    ratio_clip_high: float = field(default=_CREDIT_DEFAULTS.ratio_clip_high, metadata={"help": "m_hi >= 1."})
+    gate_floor: float = field(default=_CREDIT_DEFAULTS.gate_floor, metadata={"help": "g_min in (0, 1]."})
+    entropy_ref: str = field(
+        default=str(_CREDIT_DEFAULTS.entropy_ref),
+        metadata={"help": f"H_ref: one of {ENTROPY_REFS} or a positive number of nats."},
+    )
+    entropy_ref_quantile: float = field(
+        default=_CREDIT_DEFAULTS.entropy_ref_quantile, metadata={"help": "Quantile for entropy_ref='quantile'."}
+    )
+    lookahead_window: int = field(
+        default=_CREDIT_DEFAULTS.lookahead_window, metadata={"help": "k of the causal lookahead (cl_egrsd)."}
+    )
+    lookahead_decay: float = field(
+        default=_CREDIT_DEFAULTS.lookahead_decay, metadata={"help": "Weight decay^(j-1) of the j-th next position."}
+    )
+    credit_normalization: str = field(
+        default=_CREDIT_DEFAULTS.credit_normalization, metadata={"help": "'none' or 'sequence_mean'."}
+    )
+    opsd_clip: float = field(default=_CREDIT_DEFAULTS.opsd_clip, metadata={"help": "d of OPSD's clip(Delta, -d, d)."})
+    teacher_model: str = field(default="live", metadata={"help": f"One of {TEACHER_MODELS}."})
+    teacher_template: str = field(
+        default=DEFAULT_TEACHER_TEMPLATE,
+        metadata={"help": "Template of the teacher's last user message: {problem}, {solution}, {answer}."},
+    )
+    solution_column: str = field(default="solution", metadata={"help": "Column with the reference solution."})
+    teacher_chunk_size: int | None = field(
+        default=None, metadata={"help": "Positions per LM-head chunk in teacher scoring (default: by memory)."}
+    )
+
+    def __post_init__(self):
+        problems = []
+        if self.credit_method not in CREDIT_METHODS:
+            problems.append(f"credit_method must be one of {CREDIT_METHODS}, got {self.credit_method!r}")
+        if self.teacher_model not in TEACHER_MODELS:
+            problems.append(f"teacher_model must be one of {TEACHER_MODELS}, got {self.teacher_model!r}")
+        try:
+            template_fields(self.teacher_template)
+        except ValueError as error:
+            problems.append(str(error))
+        if self.teacher_chunk_size is not None and self.teacher_chunk_size < 1:
+            problems.append(f"teacher_chunk_size must be a positive integer, got {self.teacher_chunk_size}")
+        try:
+            self.credit_config  # noqa: B018 - validates the credit fields
+        except ValueError as error:
+            problems.append(str(error))
+        if problems:
+            raise ValueError("Invalid EGRSDConfig: " + "; ".join(problems))
+        super().__post_init__()
+
+    @property
+    def credit_config(self) -> CreditConfig:
+        entropy_ref = self.entropy_ref
+        if isinstance(entropy_ref, str) and entropy_ref not in ENTROPY_REFS:
+            try:
+                entropy_ref = float(entropy_ref)
+            except ValueError:
+                pass  # CreditConfig reports it
+        return CreditConfig(
+            ratio_clip_low=self.ratio_clip_low,
+            ratio_clip_high=self.ratio_clip_high,
+            gate_floor=self.gate_floor,
+            entropy_ref=entropy_ref,
+            entropy_ref_quantile=self.entropy_ref_quantile,
+            lookahead_window=self.lookahead_window,
+            lookahead_decay=self.lookahead_decay,
+            credit_normalization=self.credit_normalization,
+            opsd_clip=self.opsd_clip,
+        )
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.credit_method != "grpo"

@@ -1,0 +1,238 @@
+import math
+
+import pytest
+import torch
+
+from egrsd.configs import EGRSDConfig
+from egrsd.credit import compute_credit, with_entropy_ref
+from egrsd.teacher import DEFAULT_TEACHER_TEMPLATE
+from egrsd.trainer import EGRSDTrainer
+
+
+def digit_reward(completions, answer, **kwargs):
+    """A dense toy reward: how many characters of the completion are digits of the gold answer."""
+    return [float(sum(ch in gold for ch in completion[0]["content"])) for completion, gold in zip(completions, answer)]
+
+
+def tiny_settings(tmp_path, **overrides):
+    settings = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=12,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        seed=7,
+    )
+    settings.update(overrides)
+    return settings
+
+
+def tiny_args(tmp_path, **overrides):
+    return EGRSDConfig(**tiny_settings(tmp_path, **overrides))
+
+
+@pytest.mark.parametrize(
+    "method,teacher",
+    [("grpo", "live"), ("opsd", "live"), ("rlsd", "frozen"), ("egrsd", "live"), ("cl_egrsd", "frozen")],
+)
+def test_two_steps_of_each_method_train(tmp_path, tiny_model_dir, tokenizer, arith_dataset, method, teacher):
+    trainer = EGRSDTrainer(
+        model=tiny_model_dir,
+        reward_funcs=digit_reward,
+        args=tiny_args(tmp_path, credit_method=method, teacher_model=teacher),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    changed = [name for name, p in trainer.model.named_parameters() if not torch.equal(before[name], p)]
+    assert changed, "no parameter moved"
+    logged = trainer.state.log_history[0]
+    if method == "grpo":
+        assert not any(key.startswith("credit/") for key in logged)
+    else:
+        assert math.isfinite(logged["credit/delta_abs_mean"])
+    if method in ("egrsd", "cl_egrsd"):
+        assert 0.2 <= logged["credit/gate_mean"] <= 1.0 and logged["credit/entropy_mean"] > 0
+    if teacher == "frozen":
+        assert trainer.teacher is not None and trainer.teacher is not trainer.model
+        teacher_params = dict(trainer.teacher.named_parameters())
+        assert all(torch.equal(before[name], teacher_params[name]) for name in before)
+
+
+def test_grpo_matches_trl_grpo_trainer(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = tiny_args(tmp_path / "egrsd", credit_method="grpo")
+    ours = EGRSDTrainer(
+        model=tiny_model_dir,
+        reward_funcs=digit_reward,
+        args=args,
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    ours.train()
+    reference_args = GRPOConfig(**tiny_settings(tmp_path / "trl"))
+    reference = GRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=digit_reward,
+        args=reference_args,
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    reference.train()
+    # GRPO's loss value is ~0 by construction (advantages are centred), so compare what it does: the updates.
+    ours_losses = [e["loss"] for e in ours.state.log_history if "loss" in e]
+    reference_losses = [e["loss"] for e in reference.state.log_history if "loss" in e]
+    assert ours_losses == pytest.approx(reference_losses, abs=1e-7)
+    assert [e["reward"] for e in ours.state.log_history if "reward" in e] == [
+        e["reward"] for e in reference.state.log_history if "reward" in e
+    ]
+    reference_params = dict(reference.model.named_parameters())
+    for name, param in ours.model.named_parameters():
+        torch.testing.assert_close(param, reference_params[name], atol=1e-6, rtol=0)
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert not torch.equal(initial.lm_head.weight, ours.model.lm_head.weight)
+
+
+def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(
+    tmp_path, tiny_model_dir, tokenizer, arith_dataset, monkeypatch
+):
+    """With learning rate 0 the weights never move: the deferred credit must equal one from a fresh student pass."""
+    import egrsd.trainer as trainer_module
+
+    calls = []
+    original_score = trainer_module.score_tokens
+
+    def recording_score(model, input_ids, attention_mask, logits_to_keep, **kwargs):
+        calls.append((input_ids.clone(), attention_mask.clone(), logits_to_keep))
+        return original_score(model, input_ids, attention_mask, logits_to_keep, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "score_tokens", recording_score)
+    trainer = EGRSDTrainer(
+        model=tiny_model_dir,
+        reward_funcs=digit_reward,
+        args=tiny_args(tmp_path, credit_method="cl_egrsd", learning_rate=0.0, max_steps=1),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    captured = {}
+    original_generate = trainer._generate_and_score_completions
+
+    def capture_generate(inputs):
+        output = original_generate(inputs)
+        captured["inputs"], captured["output"] = inputs, dict(output)
+        return output
+
+    trainer._generate_and_score_completions = capture_generate
+    trainer.train()
+    output, inputs = captured["output"], captured["inputs"]
+    assert output["advantages"].dim() == 1  # deferred to the loss pass (aligned, on-policy)
+
+    # The teacher's ids: the chat template of problem + privileged context, then exactly the student's completion.
+    ((teacher_ids, teacher_mask, completion_length),) = calls
+    for row, example in enumerate(inputs):
+        content = DEFAULT_TEACHER_TEMPLATE.format(
+            problem=example["prompt"][-1]["content"], solution=example["solution"]
+        )
+        expected_prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        completion = output["completion_ids"][row][output["completion_mask"][row].bool()].tolist()
+        actual = teacher_ids[row][teacher_mask[row].bool()].tolist()
+        assert actual == expected_prompt + completion
+        assert "Here is a reference solution" in tokenizer.decode(expected_prompt)
+        assert example["solution"] in tokenizer.decode(expected_prompt)
+
+    # The per-token advantages applied equal the credit computed from a separate student pass.
+    prompt_completion = torch.cat([output["prompt_ids"], output["completion_ids"]], 1)
+    attention = torch.cat([output["prompt_mask"], output["completion_mask"]], 1)
+    with torch.no_grad():
+        student_logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, prompt_completion, attention, output["completion_ids"].size(1)
+        )
+    expected = compute_credit(
+        "cl_egrsd",
+        output["advantages"],
+        student_logps,
+        output["teacher_logps"],
+        output["teacher_entropy"],
+        output["completion_mask"],
+        with_entropy_ref(trainer.credit_config, float(output["credit_entropy_ref"])),
+    ).advantages
+    applied = trainer._last_credit.advantages
+    # TRL shuffles the generation batch before the loss: compare as multisets of rows.
+    assert sorted(map(tuple, applied.round(decimals=4).tolist())) == sorted(
+        map(tuple, expected.round(decimals=4).tolist())
+    )
+
+
+def test_teacher_method_without_solution_column_fails_at_construction(
+    tmp_path, tiny_model_dir, tokenizer, arith_dataset
+):
+    dataset = arith_dataset.remove_columns("solution")
+    with pytest.raises(ValueError, match=r"credit_method='egrsd'.*no 'solution' column.*\['answer', 'prompt'\]"):
+        EGRSDTrainer(
+            model=tiny_model_dir,
+            reward_funcs=digit_reward,
+            args=tiny_args(tmp_path),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+    # grpo needs no privileged context.
+    EGRSDTrainer(
+        model=tiny_model_dir,
+        reward_funcs=digit_reward,
+        args=tiny_args(tmp_path, credit_method="grpo"),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+
+
+def test_invalid_config_values_are_named(tmp_path):
+    with pytest.raises(ValueError, match="credit_method must be one of"):
+        tiny_args(tmp_path, credit_method="egrsd2")
+    with pytest.raises(ValueError, match="teacher_model must be one of"):
+        tiny_args(tmp_path, teacher_model="ema")
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        tiny_args(tmp_path, teacher_template="{problem} {reference}")
+    with pytest.raises(ValueError, match="gate_floor"):
+        tiny_args(tmp_path, gate_floor=0.0)
+    assert tiny_args(tmp_path, entropy_ref="1.5").credit_config.entropy_ref == 1.5
+
+
+def test_frozen_teacher_with_lora_disables_the_adapter(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+    from peft import LoraConfig
+
+    trainer = EGRSDTrainer(
+        model=tiny_model_dir,
+        reward_funcs=digit_reward,
+        args=tiny_args(tmp_path, credit_method="egrsd", teacher_model="frozen", max_steps=1),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    assert trainer.teacher is None
+    trainer.train()
+    assert math.isfinite(trainer.state.log_history[0]["loss"])
+    # The teacher pass runs with the adapter off: it scores like the base model, not like the adapted one.
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    ids = torch.tensor([tokenizer("Compute 3+4.<think>7</think>").input_ids])
+    with trainer._teacher_forward_context(), torch.no_grad():
+        teacher_logits = model(input_ids=ids).logits
+    with model.disable_adapter(), torch.no_grad():
+        base_logits = model(input_ids=ids).logits
+    with torch.no_grad():
+        adapted_logits = model(input_ids=ids).logits
+    torch.testing.assert_close(teacher_logits, base_logits)
+    assert not torch.allclose(teacher_logits, adapted_logits)
