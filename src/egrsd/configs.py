@@ -33,6 +33,9 @@ class EGRSDConfig(GRPOConfig):
             Dataset column holding the reference solution.
         teacher_chunk_size (`int` or `None`):
             Positions per chunk when the LM head scores the teacher pass (default: 64 MiB of float32 logits).
+        num_credit_rollouts (`int`, defaults to 4):
+            With `log_completions`, how many rollouts per logged step have their per-token credit saved for
+            `egrsd-inspect` (best and worst of a group, group by group).
     """
 
     credit_method: str = field(default="egrsd", metadata={"help": f"One of {CREDIT_METHODS}."})
@@ -65,6 +68,13 @@ class EGRSDConfig(GRPOConfig):
     teacher_chunk_size: int | None = field(
         default=None, metadata={"help": "Positions per LM-head chunk in teacher scoring (default: by memory)."}
     )
+    num_credit_rollouts: int = field(
+        default=4,
+        metadata={
+            "help": "With log_completions, how many rollouts per logged step have their per-token credit saved under "
+            "<output_dir>/credit (the best and worst of each group, group by group)."
+        },
+    )
 
     def __post_init__(self):
         problems = []
@@ -76,6 +86,8 @@ class EGRSDConfig(GRPOConfig):
             template_fields(self.teacher_template)
         except ValueError as error:
             problems.append(str(error))
+        if self.num_credit_rollouts < 0:
+            problems.append(f"num_credit_rollouts must be >= 0, got {self.num_credit_rollouts}")
         if self.teacher_chunk_size is not None and self.teacher_chunk_size < 1:
             problems.append(f"teacher_chunk_size must be a positive integer, got {self.teacher_chunk_size}")
         try:

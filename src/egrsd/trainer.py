@@ -65,6 +65,9 @@ class EGRSDTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         self.credit_config = args.credit_config
         self.teacher = self._build_frozen_teacher(frozen_source) if args.teacher_model == "frozen" else None
+        self.teacher_scoring_passes = 0  # generation batches scored by the teacher on this rank
+        self._credit_records: list[dict] = []  # per-token credit of a few rollouts, saved at logging steps
+        self._credit_picks: dict[int, str] = {}  # rollout index in the generation batch -> "best" / "worst"
 
     # ------------------------------------------------------------------------------------------------------------
     # Teacher
@@ -124,6 +127,7 @@ class EGRSDTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         teacher = self.teacher if self.teacher is not None else self.model
+        self.teacher_scoring_passes += 1
         with self._teacher_forward_context():
             return score_tokens(
                 teacher,
@@ -144,8 +148,14 @@ class EGRSDTrainer(GRPOTrainer):
         start = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
         self._metrics[mode]["timing/rollout_s"].append(time.perf_counter() - start)
+        if self._recording_credit(mode):
+            self._prepare_credit_records(output)
         if not self.args.needs_teacher:
-            return output  # grpo: TRL's sequence-level advantages, unchanged
+            if self._credit_picks:  # grpo: TRL's sequence-level advantages, unchanged; recorded as they are
+                self._record_credit(
+                    output, compute_credit("grpo", output["advantages"], None, None, None, self._credit_mask(output))
+                )
+            return output
         # Every rank scores its own generation batch, of the same size on every rank (ZeRO-3 gathers collectively).
         start = time.perf_counter()
         with profiling_context(self, "teacher_scoring"):
@@ -189,6 +199,8 @@ class EGRSDTrainer(GRPOTrainer):
             if math.isfinite(value):
                 self._metrics[mode][f"credit/{name}"].append(value)
         self._last_credit = credit
+        if self._credit_picks and "rollout_index" in inputs:
+            self._record_credit(inputs, credit)
         return credit.advantages
 
     def _compute_loss(self, model, inputs):
@@ -211,9 +223,99 @@ class EGRSDTrainer(GRPOTrainer):
             pending["advantages"] = self._apply_credit(pending, logps.detach())
         return logps, entropies, aux_loss
 
+    # ------------------------------------------------------------------------------------------------------------
+    # Saving the credit of a few rollouts for `egrsd-inspect`
+
+    def _recording_credit(self, mode: str) -> bool:
+        return (
+            mode == "train"
+            and self.args.log_completions
+            and self.args.num_credit_rollouts > 0
+            and self.accelerator.is_main_process
+        )
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func  # all processes' rollouts; sliced in _prepare_credit_records
+        return rewards_per_func
+
+    def _prepare_credit_records(self, output) -> None:
+        """Pick the best and worst rollout of the first groups and tag rows so the picks survive TRL's shuffle."""
+        rows = output["advantages"].size(0)
+        offset = self.accelerator.process_index * rows
+        rewards_per_func = self._last_rewards_per_func[offset : offset + rows]
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        output["rollout_index"] = torch.arange(rows, device=output["advantages"].device)
+        output["rollout_reward"] = rewards.to(output["advantages"].device)
+        self._credit_records = []
+        self._credit_picks = {}
+        group_size = self.num_generations
+        for group_start in range(0, rows, group_size):
+            if len(self._credit_picks) >= self.args.num_credit_rollouts:
+                break
+            group = output["advantages"][group_start : group_start + group_size]
+            self._credit_picks[group_start + int(group.argmax())] = "best"
+            if len(self._credit_picks) < self.args.num_credit_rollouts:
+                self._credit_picks.setdefault(group_start + int(group.argmin()), "worst")
+
+    def _record_credit(self, inputs, credit) -> None:
+        """Per-token credit of the picked rollouts among `inputs`' rows (a generation batch or a micro-batch)."""
+        tokenizer = self._tokenizer
+        mask = self._credit_mask(inputs).bool()
+        per_token = {
+            "ahat": credit.advantages,
+            "ratio": credit.ratio,
+            "gate": credit.gate,
+            "entropy": credit.entropy,
+            "delta": credit.delta,
+            "lookahead_entropy": credit.lookahead_entropy,
+        }
+        for row, rollout in enumerate(inputs["rollout_index"].tolist()):
+            pick = self._credit_picks.get(rollout)
+            if pick is None:
+                continue
+            valid = mask[row]
+            token_ids = inputs["completion_ids"][row][valid].tolist()
+            prompt_ids = inputs["prompt_ids"][row][inputs["prompt_mask"][row].bool()].tolist()
+            record = {
+                "step": self.state.global_step,
+                "method": self.args.credit_method,
+                "rollout": rollout,
+                "group": rollout // self.num_generations,
+                "pick": pick,
+                "prompt": tokenizer.decode(prompt_ids),
+                "completion": tokenizer.decode(token_ids),
+                "reward": _finite_or_none(inputs["rollout_reward"][row]),
+                "advantage": float(inputs["advantages"][row]) if inputs["advantages"].dim() == 1 else None,
+                "entropy_ref": credit.entropy_ref,
+                "tokens": [tokenizer.decode([token_id]) for token_id in token_ids],
+                "token_ids": token_ids,
+            }
+            for name, values in per_token.items():
+                if values is not None:
+                    record[name] = values[row][valid].tolist()
+            self._credit_records.append(record)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(logs, start_time)
+        if self._credit_records and self.model.training and self._recording_credit("train"):
+            from .inspect import report_step, write_step_records
+
+            step = self.state.global_step
+            for record in self._credit_records:
+                record["step"] = step
+            write_step_records(self.args.output_dir, step, self._credit_records)
+            report_step(self.args.output_dir, step, list(self.args.report_to or []))
+            self._credit_records = []
+
     @property
     def _vocab_size(self) -> int:
         return self.accelerator.unwrap_model(self.model).config.get_text_config().vocab_size
+
+
+def _finite_or_none(value: torch.Tensor) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _check_privileged_columns(dataset, args: EGRSDConfig, dataset_name: str) -> None:

@@ -1,0 +1,207 @@
+"""`egrsd-train --config RECIPE --check`: validate a recipe on any machine, without downloading a model or data.
+
+Every problem found is printed as one line naming the key and the fix; the exit code is 1 if there is any.
+"""
+
+import dataclasses
+import enum
+import importlib.util
+import os
+import sys
+
+import yaml
+
+from .configs import EGRSDConfig
+from .teacher import required_columns
+
+
+# Keys that differ between recipes because they define the method (tests/test_recipes.py checks the rest agree).
+METHOD_KEYS = (
+    "credit_method",
+    "ratio_clip_low",
+    "ratio_clip_high",
+    "gate_floor",
+    "entropy_ref",
+    "entropy_ref_quantile",
+    "lookahead_window",
+    "lookahead_decay",
+    "credit_normalization",
+    "opsd_clip",
+    "teacher_model",
+    "teacher_template",
+)
+
+
+def _non_default_fields(instance) -> dict:
+    values = {}
+    for f in dataclasses.fields(instance):
+        if not f.init:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        value = getattr(instance, f.name)
+        if value != default:
+            values[f.name] = value
+    return values
+
+
+def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: bool | None = None) -> list[str]:
+    """Every inconsistency of a parsed recipe that can be seen without a GPU, a model or a dataset.
+
+    `use_cpu` is the recipe's own value when the parse forced the CPU (see `parse_for_check`).
+    """
+    problems = []
+    use_cpu = training_args.use_cpu if use_cpu is None else use_cpu
+
+    # Rewards: every name resolves, and the weights match them.
+    from rewards import get_reward_funcs
+
+    try:
+        get_reward_funcs(script_args.reward_funcs)
+    except (ValueError, ImportError, AttributeError) as error:
+        problems.append(f"reward_funcs: {error}")
+    weights = training_args.reward_weights
+    if weights is not None and len(weights) != len(script_args.reward_funcs):
+        problems.append(
+            f"reward_weights has {len(weights)} values for {len(script_args.reward_funcs)} reward_funcs "
+            f"{script_args.reward_funcs}: give one weight per reward function"
+        )
+
+    # Data: the mapped columns exist for the prompt, the verifier and the teacher template's placeholders.
+    if not script_args.dataset_name:
+        problems.append("dataset_name is missing: name a registered set, a Hub id or a local .jsonl/.parquet file")
+    else:
+        from .data import mapped_columns
+
+        mapping = script_args.dataset_column_mapping
+        if isinstance(mapping, str):
+            import json
+
+            mapping = json.loads(mapping)
+        try:
+            columns = mapped_columns(script_args.dataset_name, mapping)
+        except (ValueError, KeyError, FileNotFoundError) as error:
+            problems.append(f"dataset_name: {error}")
+            columns = None
+        if columns is not None:
+            needed = ["prompt"]
+            if training_args.needs_teacher:
+                needed += required_columns(training_args.teacher_template, training_args.solution_column)
+            for column in needed:
+                if column not in columns:
+                    problems.append(
+                        f"the dataset {script_args.dataset_name!r} maps to columns {sorted(columns)}, without "
+                        f"{column!r} (needed by credit_method={training_args.credit_method!r} and its "
+                        "teacher_template): add it with dataset_column_mapping"
+                    )
+
+    # Model: a local path must exist; a Hub id is only checked for its form (no download).
+    name = model_args.model_name_or_path
+    from .train import TESTBED_MODELS
+
+    if not name:
+        problems.append("model_name_or_path is missing")
+    elif name.startswith("testbed:") and name not in TESTBED_MODELS:
+        problems.append(f"model_name_or_path {name!r}: the embedded models are {list(TESTBED_MODELS)}")
+    elif not name.startswith("testbed:") and not os.path.exists(name) and name.count("/") != 1:
+        problems.append(f"model_name_or_path {name!r} is neither an existing folder nor a Hub id 'org/name'")
+
+    # vLLM and DeepSpeed settings that contradict each other.
+    if training_args.use_vllm:
+        if training_args.vllm_mode not in ("colocate", "server"):
+            problems.append(f"vllm_mode must be 'colocate' or 'server', got {training_args.vllm_mode!r}")
+        if not 0.0 < training_args.vllm_gpu_memory_utilization < 1.0:
+            problems.append("vllm_gpu_memory_utilization must be in (0, 1): vLLM shares the GPU with training")
+        max_len = training_args.vllm_max_model_length
+        if max_len is not None and max_len <= training_args.max_completion_length:
+            problems.append(
+                f"vllm_max_model_length={max_len} leaves no room for the prompt with "
+                f"max_completion_length={training_args.max_completion_length}: raise it above prompt + completion"
+            )
+        if not training_args.ds3_gather_for_generation:
+            problems.append("ds3_gather_for_generation=false is not supported with vLLM: vLLM needs full weights")
+        if use_cpu:
+            problems.append("use_vllm=true with use_cpu=true: vLLM rollouts need a GPU; set use_vllm=false on CPU")
+        if importlib.util.find_spec("vllm") is None:
+            print(
+                "note: vllm is not installed here; `make install-gpu` installs it where training runs", file=sys.stderr
+            )
+    elif training_args.vllm_enable_sleep_mode:
+        problems.append("vllm_enable_sleep_mode=true without use_vllm: remove it or enable vLLM")
+    if training_args.deepspeed and isinstance(training_args.deepspeed, str):
+        if not os.path.exists(training_args.deepspeed):
+            problems.append(f"deepspeed config file {training_args.deepspeed!r} does not exist")
+    return problems
+
+
+# Values TrainingArguments derives in __post_init__, not set by recipes: left out of the printout.
+_DERIVED_KEYS = ("accelerator_config", "debug", "dataloader_pin_memory", "use_cpu")
+
+
+def print_resolved(script_args, training_args: EGRSDConfig, model_args, use_cpu: bool | None = None) -> None:
+    """The recipe as the trainer will see it: every value that differs from its default, by section."""
+    method = {key: getattr(training_args, key) for key in METHOD_KEYS}
+    training = {
+        k: v for k, v in _non_default_fields(training_args).items() if k not in METHOD_KEYS and k not in _DERIVED_KEYS
+    }
+    if use_cpu if use_cpu is not None else training_args.use_cpu:
+        training["use_cpu"] = True
+    for key in ("output_dir", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps"):
+        training.setdefault(key, getattr(training_args, key))
+    sections = {
+        "script": {k: v for k, v in _non_default_fields(script_args).items() if k != "check"}
+        | {"reward_funcs": script_args.reward_funcs},
+        "model": _non_default_fields(model_args),
+        "method": method,
+        "training": training,
+    }
+    print(yaml.safe_dump(_plain(sections), sort_keys=False, width=119))
+
+
+def _plain(value):
+    if isinstance(value, enum.Enum):  # TrainingArguments' str enums (scheduler, strategies)
+        return _plain(value.value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def check_recipe(script_args, training_args, model_args, use_cpu: bool | None = None) -> int:
+    problems = find_problems(script_args, training_args, model_args, use_cpu=use_cpu)
+    print_resolved(script_args, training_args, model_args, use_cpu=use_cpu)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in the recipe", file=sys.stderr)
+        return 1
+    print("recipe OK", file=sys.stderr)
+    return 0
+
+
+def declared_use_cpu(argv: list[str]) -> bool:
+    """The recipe's own use_cpu (the command line overrides the YAML), before --check forces it."""
+    value = None
+    if "--config" in argv:
+        with open(argv[argv.index("--config") + 1]) as f:
+            value = (yaml.safe_load(f) or {}).get("use_cpu")
+    if "--use_cpu" in argv:
+        value = argv[argv.index("--use_cpu") + 1]
+    return str(value).lower() in ("true", "1", "yes")
+
+
+def run_check(parser, argv: list[str]) -> int:
+    """Parse as training would and report. TrainingArguments accepts bf16 only where it can run; the dtype keys are
+    checked where training runs, so the parse here declares the CPU to validate everything else on any machine."""
+    try:
+        use_cpu = declared_use_cpu(argv)
+        script_args, training_args, model_args = parser.parse_args_and_config(args=[*argv, "--use_cpu", "true"])
+    except (ValueError, TypeError, OSError, SystemExit) as error:
+        message = str(error) if not isinstance(error, SystemExit) else "invalid command-line arguments (see above)"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return check_recipe(script_args, training_args, model_args, use_cpu=use_cpu)

@@ -1,0 +1,362 @@
+r"""Math training sets mapped to one layout: `prompt` (chat messages), `problem`, `solution` and `answer`.
+
+* `prompt`: `[{"role": "user", "content": problem + "\n\n" + instruction}]`, after an optional system message.
+* `problem`: the bare problem text.
+* `solution`: the reference solution the teacher sees; a set that only has answers uses the answer.
+* `answer`: the gold answer the verifier compares against (for MATH, the last `\boxed{}` of the solution).
+
+Rows without a usable gold answer are dropped (and counted in the log). Sets are chosen by a registry name
+(`DATASET_REGISTRY`), a Hub id, or a local `.json`/`.jsonl`/`.parquet` file or dataset folder; `layout=` applies a
+registered set's column layout to a local copy, and `column_mapping=` overrides single columns, e.g.
+`{"problem": "question", "answer": "final_answer"}` (nested fields as `"parent.child"`; "prompt" is accepted as a
+key for the problem, whose column may hold chat messages).
+
+Chat-form problems (a list of messages, as in DAPO-Math-17k) use the last user message. A set's own instruction
+boilerplate is removed only when it wraps the problem exactly as registered (DAPO asks for an "Answer:" line, which
+would contradict the boxed-answer instruction); otherwise the text is kept unchanged and the rows are counted in the
+log, since cutting text that does not match exactly could damage the problem.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from rewards.text import last_boxed_answer
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+# The roles a column mapping can assign, and the columns every mapped dataset has.
+ROLES = ("problem", "solution", "answer")
+OUTPUT_COLUMNS = ["prompt", "problem", "solution", "answer"]
+# Placeholder golds some sets use for problems without a checkable answer (NuminaMath-derived sets mark proofs).
+UNUSABLE_GOLDS = frozenset({"", "proof", "notfound", "nan"})
+LOCAL_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+_DAPO_PREFIX = (
+    "Solve the following math problem step by step. The last line of your response should be of the form "
+    "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
+)
+_DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a math set lives and which of its columns play which role.
+
+    Column names may be nested paths ("reward_model.ground_truth"). `answer=None` means the gold is the last
+    `\\boxed{}` of the solution; `solution=None` means the answer doubles as the reference solution.
+    """
+
+    name: str
+    hub_id: str | None
+    config_name: str | None = None
+    split: str = "train"
+    problem: str = "problem"
+    solution: str | None = "solution"
+    answer: str | None = "answer"
+    strip_prefix: str = ""
+    strip_suffix: str = ""
+    deduplicate: bool = False
+    description: str = ""
+
+    def columns(self) -> dict[str, str | None]:
+        return {"problem": self.problem, "solution": self.solution, "answer": self.answer}
+
+
+DATASET_SPECS = (
+    DatasetSpec(
+        name="dapo-math-17k",
+        hub_id="BytedTsinghua-SIA/DAPO-Math-17k",
+        problem="prompt",
+        solution=None,
+        answer="reward_model.ground_truth",
+        strip_prefix=_DAPO_PREFIX,
+        strip_suffix=_DAPO_SUFFIX,
+        # The Hub copy repeats each of its ~17k problems about 100 times.
+        deduplicate=True,
+        description="DAPO's 17k competition problems with integer answers (chat-form prompt, answer only)",
+    ),
+    DatasetSpec(
+        name="deepscaler",
+        hub_id="agentica-org/DeepScaleR-Preview-Dataset",
+        description="DeepScaleR-Preview: 40k AIME/AMC/Omni-MATH/STILL problems with solution and answer",
+    ),
+    DatasetSpec(
+        name="openr1-math-220k",
+        hub_id="open-r1/OpenR1-Math-220k",
+        config_name="default",
+        description="OpenR1-Math-220k, default config (94k NuminaMath-1.5 problems with solution and answer)",
+    ),
+    DatasetSpec(
+        name="math",
+        hub_id="DigitalLearningGmbH/MATH-lighteval",
+        config_name="default",
+        answer=None,
+        description="MATH (Hendrycks et al.) train split; the gold is the last \\boxed{} of the solution",
+    ),
+)
+# Generic layout for Hub ids and local files without a registered layout: problem / solution / answer columns.
+GENERIC_SPEC = DatasetSpec(name="generic", hub_id=None, description="columns problem, solution (optional), answer")
+
+DATASET_REGISTRY: dict[str, DatasetSpec] = {
+    **{spec.name: spec for spec in DATASET_SPECS},
+    **{spec.hub_id: spec for spec in DATASET_SPECS},
+}
+
+
+# Sets generated on the fly instead of loaded: the embedded testbed's chain arithmetic (egrsd.testbed.arithmetic).
+# Its prompts are the bare questions the testbed base was trained on, so no instruction is appended.
+GENERATED_DATASETS = {"testbed-arithmetic": "chain arithmetic for the tiny testbed model; splits train and test"}
+GENERATED_SIZES = {"train": 2000, "test": 200}
+
+
+def _generated_dataset(name: str, split: str, max_samples: int | None, seed: int) -> datasets.Dataset:
+    from .testbed.arithmetic import make_split
+
+    if split not in GENERATED_SIZES:
+        raise ValueError(f"{name} has the splits {list(GENERATED_SIZES)}, not {split!r}")
+    rows = make_split("train" if split == "train" else "eval", max_samples or GENERATED_SIZES[split], seed=seed)
+    for row in rows:
+        row["problem"] = row["prompt"][-1]["content"]
+    return datasets.Dataset.from_list(rows).select_columns(OUTPUT_COLUMNS)
+
+
+def _lookup(name: str) -> DatasetSpec | None:
+    return DATASET_REGISTRY.get(name) or DATASET_REGISTRY.get(name.lower())
+
+
+def _layout_spec(layout: str) -> DatasetSpec:
+    if layout == GENERIC_SPEC.name:
+        return GENERIC_SPEC
+    spec = _lookup(layout)
+    if spec is None:
+        known = ", ".join([s.name for s in DATASET_SPECS] + [GENERIC_SPEC.name])
+        raise ValueError(f"unknown dataset layout {layout!r}; known layouts: {known}")
+    return spec
+
+
+def _resolve(name_or_path: str, layout: str | None) -> tuple[DatasetSpec, Path | None]:
+    """The spec to apply and, for local data, its path; raises for names that are none of the accepted kinds."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return (_layout_spec(layout) if layout else GENERIC_SPEC), path
+    if path.suffix.lower() in LOCAL_FILE_BUILDERS:
+        raise FileNotFoundError(f"no dataset file {path.resolve()}")
+    registered = _lookup(name_or_path)
+    if registered is not None:
+        if layout:
+            return replace(_layout_spec(layout), hub_id=registered.hub_id, config_name=registered.config_name), None
+        return registered, None
+    if "/" in name_or_path:
+        base = _layout_spec(layout) if layout else GENERIC_SPEC
+        return replace(base, hub_id=name_or_path, config_name=None), None
+    known = ", ".join([spec.name for spec in DATASET_SPECS] + list(GENERATED_DATASETS))
+    raise ValueError(
+        f"unknown dataset {name_or_path!r}: not a registered name ({known}), a Hub id ('owner/name'), or an existing "
+        "local .json/.jsonl/.parquet file or folder."
+    )
+
+
+def _apply_mapping(spec: DatasetSpec, column_mapping: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    columns = spec.columns()
+    for role, column in (column_mapping or {}).items():
+        role = "problem" if role == "prompt" else role  # the problem column may hold the prompt's chat messages
+        if role not in ROLES:
+            raise ValueError(
+                f"column_mapping key {role!r} is not a role; keys are the roles {list(ROLES)} and values are your "
+                f"dataset's columns, e.g. {{'problem': 'question', 'answer': 'final_answer'}}"
+            )
+        if column is None and role != "solution":
+            raise ValueError(f"column_mapping cannot drop the {role!r} column; only 'solution' may be None")
+        columns[role] = column
+    return columns
+
+
+def mapped_columns(
+    name_or_path: str, column_mapping: Mapping[str, str | None] | None = None, *, layout: str | None = None
+) -> list[str]:
+    """The columns `load_math_dataset` will return for these arguments, checked without downloading anything.
+
+    Raises what `load_math_dataset` would raise for an unknown name or layout, a missing local file, or a malformed
+    column mapping. Whether the source really has the mapped columns can only be checked when it is loaded.
+    """
+    if name_or_path in GENERATED_DATASETS:
+        return list(OUTPUT_COLUMNS)
+    spec, _ = _resolve(name_or_path, layout)
+    _apply_mapping(spec, column_mapping)
+    return list(OUTPUT_COLUMNS)
+
+
+def _load_raw(spec: DatasetSpec, path: Path | None, split: str, config_name: str | None) -> datasets.Dataset:
+    if path is None:
+        return datasets.load_dataset(spec.hub_id, config_name or spec.config_name, split=split)
+    if path.is_dir():
+        if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+            loaded = datasets.load_from_disk(str(path))
+            return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        return datasets.load_dataset(str(path), config_name, split=split)
+    builder = LOCAL_FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(f"unsupported data file {path.name}; use one of {sorted(LOCAL_FILE_BUILDERS)}")
+    # A single file has one split, which datasets calls "train", whatever `split` says.
+    return datasets.load_dataset(builder, data_files=str(path), split="train")
+
+
+def _has_column(features: Mapping[str, Any], column: str) -> bool:
+    node: Any = features
+    for part in column.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _read(row: Mapping[str, Any], column: str) -> Any:
+    value: Any = row
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _problem_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence):
+        # Chat form: the problem is the last user message.
+        users = [m for m in value if isinstance(m, Mapping) and m.get("role") == "user"]
+        if users:
+            return str(users[-1].get("content") or "")
+    return "" if value is None else str(value)
+
+
+def _strip_boilerplate(text: str, spec: DatasetSpec) -> tuple[str, bool]:
+    """The problem without the set's own instruction, and whether that instruction was there to remove."""
+    if not (spec.strip_prefix or spec.strip_suffix):
+        return text, True
+    if text.startswith(spec.strip_prefix) and text.endswith(spec.strip_suffix):
+        return text[len(spec.strip_prefix) : len(text) - len(spec.strip_suffix)], True
+    return text, False
+
+
+def _gold_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text.lower() in UNUSABLE_GOLDS else text
+
+
+def build_prompt(problem: str, instruction: str | None, system_prompt: str | None) -> list[dict[str, str]]:
+    """The student's chat prompt for one problem."""
+    content = f"{problem}\n\n{instruction}" if instruction else problem
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": content}]
+
+
+def load_math_dataset(
+    name_or_path: str,
+    split: str = "train",
+    *,
+    column_mapping: Mapping[str, str | None] | None = None,
+    config_name: str | None = None,
+    layout: str | None = None,
+    instruction: str | None = DEFAULT_INSTRUCTION,
+    system_prompt: str | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> datasets.Dataset:
+    """Load a math set and map it to columns `prompt`, `problem`, `solution`, `answer` (see the module docstring).
+
+    Args:
+        name_or_path: a `DATASET_REGISTRY` name or Hub id, another Hub id (generic layout), or a local
+            `.json`/`.jsonl`/`.parquet` file or dataset folder.
+        split: the split to load (a single local file is its own split).
+        column_mapping: role -> source column overrides, e.g. `{"answer": "final_answer"}`; `{"solution": None}`
+            uses the answer as the reference solution.
+        config_name: the Hub config, overriding the registered one.
+        layout: a registered set whose column layout a local copy (or another Hub id) follows, e.g. "deepscaler".
+        instruction: appended to each problem in the prompt; None for none.
+        system_prompt: an optional system message before the user message.
+        max_samples: keep this many usable rows, chosen by a shuffle with `seed`; None keeps all, in order.
+    """
+    if name_or_path in GENERATED_DATASETS:
+        return _generated_dataset(name_or_path, split, max_samples, seed)
+    spec, path = _resolve(name_or_path, layout)
+    columns = _apply_mapping(spec, column_mapping)
+    label = str(path) if path is not None else f"{spec.hub_id} ({spec.name})"
+    raw = _load_raw(spec, path, split, config_name)
+
+    solution_column = columns["solution"]
+    for role, column in columns.items():
+        if column is None or _has_column(raw.features, column):
+            continue
+        solution_optional = columns["answer"] is not None and not (column_mapping and "solution" in column_mapping)
+        if role == "solution" and solution_optional:
+            logger.warning("%s has no %r column; its answers double as reference solutions", label, column)
+            solution_column = None
+            continue
+        raise ValueError(
+            f"{label} has no column {column!r}, which the {spec.name!r} layout reads the {role} from. Its columns "
+            f"are: {sorted(raw.column_names)}. Say which column holds the {role} with "
+            f"column_mapping={{'{role}': '<column>'}} (nested fields as 'parent.child'), or pick the matching layout."
+        )
+    if columns["answer"] is None and solution_column is None:
+        raise ValueError(f"{label}: the {spec.name!r} layout reads the gold answer from the solution, which is None")
+
+    needed = {c.split(".")[0] for c in (columns["problem"], solution_column, columns["answer"]) if c is not None}
+    raw = raw.select_columns(sorted(needed))
+
+    def map_batch(batch: dict[str, list]) -> dict[str, list]:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        mapped: dict[str, list] = {"prompt": [], "problem": [], "solution": [], "answer": [], "boilerplate_kept": []}
+        for row in rows:
+            problem, stripped = _strip_boilerplate(_problem_text(_read(row, columns["problem"])).strip(), spec)
+            solution = _read(row, solution_column) if solution_column is not None else None
+            solution = str(solution).strip() if solution is not None else ""
+            if columns["answer"] is not None:
+                answer = _gold_text(_read(row, columns["answer"]))
+            else:
+                answer = _gold_text(last_boxed_answer(solution)) if solution else None
+            mapped["prompt"].append(build_prompt(problem, instruction, system_prompt))
+            mapped["problem"].append(problem)
+            mapped["solution"].append(solution or (answer or ""))
+            mapped["answer"].append(answer or "")
+            mapped["boilerplate_kept"].append(not stripped)
+        return mapped
+
+    dataset = raw.map(map_batch, batched=True, remove_columns=raw.column_names, desc=f"mapping {spec.name}")
+
+    usable: list[int] = []
+    seen_problems: set[int] = set()
+    kept_boilerplate = repeated = 0
+    index = 0
+    for batch in dataset.iter(batch_size=10_000):
+        for problem, answer, kept in zip(batch["problem"], batch["answer"], batch["boilerplate_kept"]):
+            kept_boilerplate += kept
+            if problem and answer:
+                key = hash(problem)  # compared within this loop only, so the per-process hash seed does not matter
+                if spec.deduplicate and key in seen_problems:
+                    repeated += 1
+                else:
+                    seen_problems.add(key)
+                    usable.append(index)
+            index += 1
+    dataset = dataset.remove_columns("boilerplate_kept")
+    if kept_boilerplate:
+        logger.warning("%s: %d problems lacked the expected instruction wrapper; kept as is", label, kept_boilerplate)
+    dropped = index - len(usable) - repeated
+    if dropped:
+        logger.warning("%s: dropped %d of %d rows without a usable gold answer or problem", label, dropped, index)
+    if repeated:
+        logger.info("%s: removed %d repeated problems", label, repeated)
+    if len(usable) != index:
+        dataset = dataset.select(usable)
+    if max_samples is not None and max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
+    logger.info("%s: %d rows", label, len(dataset))
+    return dataset.select_columns(OUTPUT_COLUMNS)

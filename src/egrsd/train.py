@@ -1,0 +1,172 @@
+"""Training entry point (`egrsd-train`): a recipe YAML in, a trained model out.
+
+accelerate launch --config_file launch/accelerate/zero3.yaml -m egrsd.train --config recipes/Qwen3-8B/egrsd/config.yaml
+egrsd-train --config recipes/tiny/egrsd/config.yaml
+"""
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+
+from .configs import EGRSDConfig
+
+
+logger = logging.getLogger(__name__)
+
+# `model_name_or_path` values that name the embedded default instead of a Hub id or a folder.
+TESTBED_MODELS = ("testbed:random", "testbed:base")
+
+
+@dataclass
+class EGRSDScriptArguments(ScriptArguments):
+    """Script arguments: TRL's dataset keys plus how to map the data and which rewards to use.
+
+    Args:
+        dataset_name: a registered math set ("dapo-math-17k", "deepscaler", "openr1-math-220k", "math"), a Hub id,
+            or a local .json/.jsonl/.parquet file.
+        dataset_column_mapping: {target: source} renames onto prompt / problem / solution / answer.
+        dataset_max_samples: keep at most this many training rows (after shuffling with the seed).
+        reward_funcs: reward names from `rewards` or import strings `package.module:function`.
+        check: validate the recipe and print the resolved configuration, then exit (no model or data download).
+    """
+
+    dataset_column_mapping: dict | str | None = field(
+        default=None, metadata={"help": "JSON {target_column: source_column} applied when loading the dataset."}
+    )
+    dataset_max_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": "Reward names (see `rewards`) or import strings 'package.module:function'."},
+    )
+    check: bool = field(default=False, metadata={"help": "Validate the recipe, print it resolved, and exit."})
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((EGRSDScriptArguments, EGRSDConfig, ModelConfig))
+
+
+def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
+    """A loadable model path: the recipe's, or the embedded testbed model written once under the output dir."""
+    name = model_args.model_name_or_path
+    if name not in TESTBED_MODELS:
+        return name
+    if name == "testbed:base":
+        from .testbed.base import ensure_base
+
+        return str(ensure_base(training_args.output_dir))
+    from .testbed.model import build_tiny_qwen3
+    from .testbed.tokenizer import build_tokenizer
+
+    path = os.path.join(training_args.output_dir, "testbed-random-init")
+    if training_args.process_index == 0 and not os.path.exists(os.path.join(path, "config.json")):
+        tokenizer = build_tokenizer()
+        build_tiny_qwen3(tokenizer, seed=training_args.seed).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    training_args.distributed_state.wait_for_everyone()
+    return path
+
+
+def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig):
+    from .data import load_math_dataset
+
+    mapping = script_args.dataset_column_mapping
+    if isinstance(mapping, str):
+        import json
+
+        mapping = json.loads(mapping)
+    train_dataset = load_math_dataset(
+        script_args.dataset_name,
+        split=script_args.dataset_train_split,
+        column_mapping=mapping,
+        config_name=script_args.dataset_config,
+        max_samples=script_args.dataset_max_samples,
+        seed=training_args.seed,
+    )
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset = load_math_dataset(
+            script_args.dataset_name,
+            split=script_args.dataset_test_split,
+            column_mapping=mapping,
+            config_name=script_args.dataset_config,
+        )
+    return train_dataset, eval_dataset
+
+
+def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_args: ModelConfig):
+    import transformers
+    from packaging.version import Version
+    from transformers import AutoTokenizer
+
+    from rewards import get_reward_funcs
+
+    from .trainer import EGRSDTrainer
+
+    reward_funcs = get_reward_funcs(
+        script_args.reward_funcs, max_completion_length=training_args.max_completion_length
+    )
+    model_path = resolve_model(model_args, training_args)
+    model_init_kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    quantization_config = get_quantization_config(model_args)
+    if training_args.model_init_kwargs is not None:
+        model_init_kwargs.update(training_args.model_init_kwargs)
+    training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+    )
+    tokenizer.padding_side = "left"
+    train_dataset, eval_dataset = load_datasets(script_args, training_args)
+
+    trainer = EGRSDTrainer(
+        model=model_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        quantization_config=quantization_config,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # Every rank reports: under ZeRO-3 it holds a shard only, and it must have run the teacher like the others.
+    local_elements = sum(p.numel() for p in trainer.model.parameters())
+    all_elements = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters())
+    print(
+        f"[rank {training_args.process_index}] finished {trainer.state.global_step} steps; teacher scoring passes: "
+        f"{trainer.teacher_scoring_passes}; parameter elements on this rank: {local_elements} of {all_elements}",
+        flush=True,
+    )
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(training_args.output_dir)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    if Version(transformers.__version__) >= Version("5.18.0"):
+        trainer.end()
+    return trainer
+
+
+def main(argv: list[str] | None = None):
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--check" in argv:
+        from .check import run_check
+
+        sys.exit(run_check(parser, argv))
+    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    train(script_args, training_args, model_args)
+
+
+if __name__ == "__main__":
+    main()
