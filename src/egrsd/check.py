@@ -80,7 +80,7 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
 
             mapping = json.loads(mapping)
         try:
-            columns = mapped_columns(script_args.dataset_name, mapping)
+            columns = mapped_columns(script_args.dataset_name, mapping, layout=script_args.dataset_layout)
         except (ValueError, KeyError, FileNotFoundError) as error:
             problems.append(f"dataset_name: {error}")
             columns = None

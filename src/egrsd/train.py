@@ -27,14 +27,20 @@ class EGRSDScriptArguments(ScriptArguments):
     Args:
         dataset_name: a registered math set ("dapo-math-17k", "deepscaler", "openr1-math-220k", "math"), a Hub id,
             or a local .json/.jsonl/.parquet file.
-        dataset_column_mapping: {target: source} renames onto prompt / problem / solution / answer.
+        dataset_column_mapping: {role: your column} for the roles problem / solution / answer.
+        dataset_layout: the registered set whose layout a local copy or another Hub id follows.
         dataset_max_samples: keep at most this many training rows (after shuffling with the seed).
         reward_funcs: reward names from `rewards` or import strings `package.module:function`.
         check: validate the recipe and print the resolved configuration, then exit (no model or data download).
     """
 
     dataset_column_mapping: dict | str | None = field(
-        default=None, metadata={"help": "JSON {target_column: source_column} applied when loading the dataset."}
+        default=None,
+        metadata={"help": "JSON {role: column}: which of your columns holds the problem, solution and answer."},
+    )
+    dataset_layout: str | None = field(
+        default=None,
+        metadata={"help": "A registered set whose column layout a local copy follows, e.g. 'deepscaler'."},
     )
     dataset_max_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
     reward_funcs: list[str] = field(
@@ -82,6 +88,7 @@ def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig)
         split=script_args.dataset_train_split,
         column_mapping=mapping,
         config_name=script_args.dataset_config,
+        layout=script_args.dataset_layout,
         max_samples=script_args.dataset_max_samples,
         seed=training_args.seed,
     )
@@ -92,6 +99,7 @@ def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig)
             split=script_args.dataset_test_split,
             column_mapping=mapping,
             config_name=script_args.dataset_config,
+            layout=script_args.dataset_layout,
         )
     return train_dataset, eval_dataset
 
