@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The evaluated prompt is the one the policy was trained on: the training data's instruction and prompt builder.
+from .data import DEFAULT_INSTRUCTION, build_prompt
 
-# The instruction appended to every problem, the same text the training data uses (kept identical so that the
-# evaluated prompt is the one the policy was trained on).
-DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 MAPPING_KEYS = ("problem", "answer", "id")
@@ -88,18 +87,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
-def format_user_message(problem: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
-    """The user turn: the problem followed by the instruction (none when `instruction` is empty)."""
-    return f"{problem}\n\n{instruction}" if instruction else problem
-
-
 def build_messages(
     problem: str, instruction: str = DEFAULT_INSTRUCTION, system_prompt: str | None = None
 ) -> list[dict[str, str]]:
-    """Chat messages for one problem, in the conversational format the training prompts use."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages.append({"role": "user", "content": format_user_message(problem, instruction)})
-    return messages
+    """Chat messages for one problem, exactly as the training data builds them (no instruction when empty)."""
+    return build_prompt(problem, instruction or None, system_prompt)
 
 
 def split_benchmark_names(value: str) -> list[str]:
