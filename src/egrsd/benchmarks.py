@@ -21,11 +21,15 @@ MAPPING_KEYS = ("problem", "answer", "id")
 
 @dataclass(frozen=True)
 class Problem:
-    """One benchmark item; `answer` is the gold answer as a string, `id` is unique within the benchmark."""
+    """One benchmark item; `answer` is the gold answer as a string, `id` is unique within the benchmark.
+
+    `instruction`, when set, replaces the run's instruction for this item ("" for none).
+    """
 
     id: str
     problem: str
     answer: str
+    instruction: str | None = None
 
 
 def gsm8k_final_answer(solution: str) -> str:
@@ -174,20 +178,41 @@ def rows_to_problems(
 
 def unknown_benchmark_message(name: str) -> str:
     return (
-        f"Unknown benchmark {name!r}. Known benchmarks: {', '.join(BENCHMARKS)}. A local file works too: "
+        f"Unknown benchmark {name!r}. Known benchmarks: {', '.join([*BENCHMARKS, *GENERATED_BENCHMARKS])}. "
+        "A local file works too: "
         "path/to/file.jsonl (json, jsonl or parquet, with columns problem and answer), or with a column mapping "
         "path/to/file.jsonl:problem=question,answer=final,id=uid."
     )
 
 
+# Generated benchmarks: the embedded testbed's held-out chain arithmetic (200 problems never seen in training), in
+# the bare form its training prompts have, so no instruction is appended.
+GENERATED_BENCHMARKS = ("testbed-arithmetic",)
+
+
+def _generated_problems(name: str, max_problems: int | None) -> list[Problem]:
+    from .data import load_math_dataset
+
+    rows = load_math_dataset(name, split="test")
+    if max_problems is not None:
+        rows = rows.select(range(min(max_problems, len(rows))))
+    return [
+        Problem(id=str(index), problem=row["problem"], answer=row["answer"], instruction="")
+        for index, row in enumerate(rows)
+    ]
+
+
 def check_benchmark_name(name: str) -> None:
     """Raise ValueError (listing the known names and the local-file form) unless `name` can be loaded."""
-    if name not in BENCHMARKS and not is_local_spec(name):
+    if name not in BENCHMARKS and name not in GENERATED_BENCHMARKS and not is_local_spec(name):
         raise ValueError(unknown_benchmark_message(name))
 
 
 def load_benchmark(name: str, max_problems: int | None = None) -> tuple[str, list[Problem], dict[str, Any]]:
     """Load a registry benchmark or a local file; returns (benchmark name, problems, source description)."""
+    if name in GENERATED_BENCHMARKS:
+        source = {"dataset": f"egrsd.data:{name}", "config": None, "split": "test", "columns": None}
+        return name, _generated_problems(name, max_problems), source
     if name in BENCHMARKS:
         spec = BENCHMARKS[name]
         from datasets import load_dataset

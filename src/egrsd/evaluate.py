@@ -189,7 +189,9 @@ def render_prompt_ids(
     prompt_ids = []
     for problem in problems:
         text = tokenizer.apply_chat_template(
-            build_messages(problem.problem, instruction, system_prompt),
+            build_messages(
+                problem.problem, instruction if problem.instruction is None else problem.instruction, system_prompt
+            ),
             tokenize=False,
             add_generation_prompt=True,
             enable_thinking=enable_thinking,

@@ -1,0 +1,69 @@
+"""Smoke runs of the bench scripts at their tiniest sizes: they run end to end and write the documented JSON."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive_finite(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_step_time_writes_medians_and_ratios(tmp_path):
+    step_time = load_bench("step_time")
+    path = tmp_path / "step_time.json"
+    step_time.main(
+        ["--tiny", "--repeats", "1", "--warmup", "0", "--max-completion-length", "4", "--batch", "2"]
+        + ["--num-generations", "2", "--json", str(path)]
+    )
+    result = json.loads(path.read_text())
+    methods = {"grpo", "rlsd", "egrsd", "cl_egrsd", "trl_sdpo"}
+    assert set(result["median_s"]) == methods and set(result["ratio_to_grpo"]) == methods
+    assert all(positive_finite(result["median_s"][m]) for m in methods)
+    assert result["ratio_to_grpo"]["grpo"] == 1.0
+    for method in methods:
+        parts = result["breakdown_s"][method]
+        assert parts["rollout"] > 0 and parts["step_time"] > 0
+        assert (parts["teacher"] > 0) == (method != "grpo")
+
+
+def test_teacher_memory_writes_rows(tmp_path):
+    teacher_memory = load_bench("teacher_memory")
+    path = tmp_path / "teacher_memory.json"
+    teacher_memory.main(
+        ["--lengths", "48", "--vocab", "300", "--hidden", "16", "--prompt-length", "8", "--in-process"]
+        + ["--json", str(path)]
+    )
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["T"] == 48 and row["V"] == 300
+    assert row["peak_extra_mb"] >= 0 and row["naive_peak_extra_mb"] >= 0 and row["seconds"] > 0
+    assert row["dense_attention_mask"] is False  # one all-ones sequence: SDPA's causal kernel, no T x T mask
+
+
+def test_teacher_memory_skips_naive_above_the_limit(tmp_path):
+    teacher_memory = load_bench("teacher_memory")
+    result = teacher_memory.main(
+        ["--lengths", "16", "--vocab", "300", "--hidden", "16", "--prompt-length", "4", "--in-process"]
+        + ["--naive-limit-gb", "1e-9"]
+    )
+    assert result["rows"][0]["naive_peak_extra_mb"] is None
+
+
+def test_gpu_step_tiny_runs_on_cpu(tmp_path):
+    gpu_step = load_bench("gpu_step")
+    path = tmp_path / "gpu_step.json"
+    gpu_step.main(["--tiny", "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert set(result["median_s"]) == {"grpo", "egrsd"} and result["ratio_to_grpo"]["grpo"] == 1.0
+    assert result["breakdown_s"]["egrsd"]["teacher"] > 0 and result["breakdown_s"]["grpo"]["teacher"] == 0
