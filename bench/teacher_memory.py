@@ -6,10 +6,10 @@ causal kernel and no dense T x T mask exists). After a small warm-up of the same
 resident set is the baseline; the peak is the larger of a 0.5 ms RSS sampler's maximum and the kernel's high-water
 mark (ru_maxrss, when the measurement raised it), minus that baseline.
 
-Per T, three subprocesses: `project` (egrsd.scoring.score_tokens: backbone forward with logits_to_keep=1, then the LM
-head in chunks), `backbone` (the backbone forward alone, to show how much of the project's peak is the backbone's own
-activations) and `naive` (full logits, log_softmax, entropy; skipped where its estimated peak, four T x V float32
-buffers, would exceed --naive-limit-gb).
+Per T, three subprocesses: `project` (egrsd.scoring.score_tokens: the prompt's forward, then the completion's on
+its key/value cache, both with logits_to_keep=1, then the LM head in chunks), `backbone` (the backbone forward
+alone, to show how much of the project's peak is the backbone's own activations) and `naive` (full logits,
+log_softmax, entropy; skipped where its estimated peak, four T x V float32 buffers, would exceed --naive-limit-gb).
 
     python bench/teacher_memory.py --json teacher_memory.json
 """
@@ -152,7 +152,8 @@ def measure(args) -> dict:
         attention_mask = torch.ones_like(input_ids)
         with torch.no_grad():
             if args.worker == "project":
-                return score_tokens(model, input_ids, attention_mask, total_completion)
+                prompt, completion = input_ids[:, :prompt_length], input_ids[:, prompt_length:]
+                return score_tokens(model, prompt.tolist(), completion, torch.ones_like(completion), pad_token_id=0)
             if args.worker == "backbone":
                 return model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=total_completion + 1)

@@ -28,25 +28,46 @@ def test_default_chunk_does_not_grow_with_length():
 
 
 def test_score_tokens_equals_full_logits_of_the_model(tiny_model_dir):
+    """Prompts of different lengths (left padding), repeated prompts (a GRPO group) and right-padded completions all
+    score exactly as one full forward over each row's own prompt + completion."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     generator = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size
-    prompt = torch.randint(4, vocab, (3, 5), generator=generator)
-    completion = torch.randint(4, vocab, (3, 7), generator=generator)
-    prompt_mask = torch.ones_like(prompt)
-    prompt_mask[0, :2] = 0  # left padding
+    prompt_a = torch.randint(4, vocab, (5,), generator=generator).tolist()
+    prompt_b = torch.randint(4, vocab, (8,), generator=generator).tolist()
+    prompt_ids = [prompt_a, prompt_a, prompt_b, prompt_a, prompt_b]
+    completion = torch.randint(4, vocab, (5, 7), generator=generator)
     completion_mask = torch.ones_like(completion)
-    completion_mask[1, 4:] = 0  # right padding
-    input_ids = torch.cat([prompt, completion], 1)
-    attention_mask = torch.cat([prompt_mask, completion_mask], 1)
+    completion_mask[1, 4:] = 0
+    completion_mask[4, 2:] = 0
 
-    logps, entropy = score_tokens(model, input_ids, attention_mask, 7, temperature=0.8, batch_size=2, chunk_size=3)
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -8:-1]
-    expected_logps, expected_entropy = naive_logps_and_entropy(logits, completion, 0.8)
+    logps, entropy = score_tokens(
+        model, prompt_ids, completion, completion_mask, pad_token_id=0, temperature=0.8, batch_size=4, chunk_size=3
+    )
     valid = completion_mask.bool()
-    torch.testing.assert_close(logps[valid], expected_logps[valid], atol=1e-5, rtol=0)
-    torch.testing.assert_close(entropy[valid], expected_entropy[valid], atol=1e-5, rtol=0)
+    for row, prompt in enumerate(prompt_ids):
+        ids = torch.cat([torch.tensor(prompt), completion[row]]).unsqueeze(0)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+        expected_logps, expected_entropy = naive_logps_and_entropy(logits, completion[row], 0.8)
+        keep = valid[row]
+        torch.testing.assert_close(logps[row][keep], expected_logps[keep], atol=1e-5, rtol=0)
+        torch.testing.assert_close(entropy[row][keep], expected_entropy[keep], atol=1e-5, rtol=0)
     assert (logps[~valid] == 0).all() and (entropy[~valid] == 0).all()
+
+
+def test_score_tokens_runs_one_forward_per_row_batch(tiny_model_dir):
+    """The number of forwards depends on the number of rows only, the same on every rank (ZeRO-3)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    calls = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    completion = torch.randint(4, 50, (6, 3))
+    prompts = [[5 + i] * (1 + i % 3) for i in range(6)]
+    score_tokens(model, prompts, completion, torch.ones_like(completion), pad_token_id=0, batch_size=4)
+    assert calls == [(4, 6), (2, 6)]

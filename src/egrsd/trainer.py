@@ -6,6 +6,7 @@ scored in chunks, and hands TRL (B, T) advantages from `egrsd.credit`. Clipping,
 accumulation, vLLM and PEFT stay TRL's.
 """
 
+import contextlib
 import copy
 import math
 import time
@@ -21,7 +22,6 @@ from trl.trainer.utils import (
     create_model_from_path,
     disable_dropout_in_model,
     get_config_model_id,
-    pad,
     use_adapter,
 )
 
@@ -101,9 +101,11 @@ class EGRSDTrainer(GRPOTrainer):
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
     def _teacher_forward_context(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs))
         if self.args.teacher_model == "frozen" and self.teacher is None and is_peft_model(self.model):
-            return use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None)
-        return disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs)
+            stack.enter_context(use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None))
+        return stack
 
     def _teacher_prompt_ids(self, inputs: list[dict]) -> list[list[int]]:
         """Token ids of each rollout's teacher prompt, through the student's chat template and its kwargs."""
@@ -118,12 +120,6 @@ class EGRSDTrainer(GRPOTrainer):
         self, inputs: list[dict], completion_ids: torch.Tensor, completion_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher log-probs and entropies (B, T) of the rollouts' completion tokens under their teacher prompts."""
-        device = self.accelerator.device
-        prompt_ids = [torch.tensor(ids) for ids in self._teacher_prompt_ids(inputs)]
-        prompt_ids_padded = pad(prompt_ids, padding_value=self._tokenizer.pad_token_id, padding_side="left")
-        prompt_mask = pad([torch.ones_like(ids) for ids in prompt_ids], padding_value=0, padding_side="left")
-        input_ids = torch.cat([prompt_ids_padded.to(device), completion_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask.to(device), completion_mask], dim=1)
         mode = "train" if self.model.training else "eval"
         batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         teacher = self.teacher if self.teacher is not None else self.model
@@ -131,10 +127,10 @@ class EGRSDTrainer(GRPOTrainer):
         with self._teacher_forward_context():
             return score_tokens(
                 teacher,
-                input_ids,
-                attention_mask,
-                completion_ids.size(1),
-                score_mask=completion_mask,
+                self._teacher_prompt_ids(inputs),
+                completion_ids,
+                completion_mask,
+                pad_token_id=self._tokenizer.pad_token_id,
                 temperature=self.temperature,
                 batch_size=batch_size,
                 chunk_size=self.args.teacher_chunk_size,
