@@ -7,7 +7,8 @@ STAMP := $(VENV)/.egrsd-installed
 # CPU build of torch; installed first so nothing else can pull a CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install install-gpu test test-slow demo quality style clean train train-4b train-8b eval frontier
+.PHONY: install install-gpu test test-slow demo testbed-base testbed-frontier quality style clean train train-4b train-8b \
+	eval frontier
 
 install: $(STAMP)
 
@@ -25,6 +26,18 @@ install-gpu:
 	$(GPU_VENV)/bin/python -m pip install --upgrade pip
 	$(GPU_VENV)/bin/python -m pip install -e ".[gpu,test]"
 	-$(GPU_VENV)/bin/python -m pip install flash-attn --no-build-isolation
+
+# The embedded default: the shipped verbose base trained with CL-EGRSD on a CPU, evaluated before and after.
+demo: install
+	$(PY) -m egrsd.testbed.demo --recipe recipes/tiny/cl_egrsd/config.yaml --output-dir outputs/demo
+
+# Rebuild the shipped testbed base from the project's generator (~6 min on 10 threads, longer on 2 cores).
+testbed-base: install
+	$(VENV)/bin/egrsd-testbed build-base --ship --force
+
+# The testbed's frontier: five methods x three seeds, equal budgets (a bench, ~1 hour on 2 cores).
+testbed-frontier: install
+	$(PY) bench/testbed_frontier.py --seeds 0 1 2 --output-dir outputs/testbed-frontier
 
 test: install
 	$(PY) -m pytest -m "not slow" -q

@@ -51,17 +51,6 @@ QWEN3_0_6B_SHAPE = dict(
     rms_norm_eps=1e-6,
     tie_word_embeddings=True,
 )
-TINY_SHAPE = dict(
-    vocab_size=512,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-    intermediate_size=64,
-    max_position_embeddings=2048,
-    tie_word_embeddings=True,
-)
 
 
 def log(message: str) -> None:
@@ -112,7 +101,13 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str, device
 
     on_gpu = device.type == "cuda"
     dtype = torch.bfloat16 if on_gpu else torch.float32
-    model = build_model(TINY_SHAPE if args.tiny else QWEN3_0_6B_SHAPE, tokenizer, dtype, device, args.seed)
+    if args.tiny:
+        from egrsd.testbed.model import SMOKE_TEST_SIZE
+
+        shape = dict(SMOKE_TEST_SIZE, vocab_size=512, tie_word_embeddings=True)
+    else:
+        shape = QWEN3_0_6B_SHAPE
+    model = build_model(shape, tokenizer, dtype, device, args.seed)
     rollouts = args.prompts * args.num_generations
     config = EGRSDConfig(
         output_dir=os.path.join(output_dir, method),

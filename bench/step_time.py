@@ -42,15 +42,6 @@ SDPO_FEEDBACK_TEMPLATE = (
     "\n\nHere is a reference solution to this problem:\n{feedback_raw}\n\n"
     "After understanding the reference solution, solve the problem yourself."
 )
-# The conftest-sized model, for a smoke run in seconds.
-TINY_MODEL_OVERRIDES = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-    intermediate_size=64,
-)
 
 
 def parse_args(argv=None):
@@ -163,9 +154,9 @@ def common_settings(args, output_dir: str) -> dict:
 
 
 def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
-    from egrsd.testbed.model import build_tiny_qwen3
+    from egrsd.testbed.model import SMOKE_TEST_SIZE, build_tiny_qwen3
 
-    overrides = TINY_MODEL_OVERRIDES if args.tiny else {}
+    overrides = SMOKE_TEST_SIZE if args.tiny else {}
     model = build_tiny_qwen3(tokenizer, seed=args.seed, **overrides)
     settings = common_settings(args, os.path.join(output_dir, method))
     if method == "trl_sdpo":

@@ -315,37 +315,14 @@ def test_report_step_to_trackio(tmp_path, monkeypatch):
     assert set(logged[1]) == {"credit/curves", "train/global_step"}
 
 
-def test_training_with_cl_egrsd_saves_and_renders_the_credit(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+def test_training_with_cl_egrsd_saves_and_renders_the_credit(tmp_path, make_trainer, tokenizer):
     """Two real training steps with logging on, then the page: every saved token, in order, one colour each."""
-    from egrsd.configs import EGRSDConfig
-    from egrsd.trainer import EGRSDTrainer
-
-    def digit_reward(completions, answer, **kwargs):
-        return [float(sum(ch in gold for ch in c[0]["content"])) for c, gold in zip(completions, answer)]
-
-    args = EGRSDConfig(
-        output_dir=str(tmp_path),
+    trainer = make_trainer(
         credit_method="cl_egrsd",
         per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=12,
-        max_steps=2,
-        logging_steps=1,
         log_completions=True,
         num_completions_to_print=0,
         num_credit_rollouts=3,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-    )
-    trainer = EGRSDTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=args,
-        train_dataset=arith_dataset,
-        processing_class=tokenizer,
     )
     trainer.train()
 

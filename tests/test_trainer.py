@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import digit_reward, tiny_training_settings
 
 from egrsd.configs import EGRSDConfig
 from egrsd.credit import compute_credit, with_entropy_ref
@@ -9,47 +10,16 @@ from egrsd.teacher import DEFAULT_TEACHER_TEMPLATE
 from egrsd.trainer import EGRSDTrainer
 
 
-def digit_reward(completions, answer, **kwargs):
-    """A dense toy reward: how many characters of the completion are digits of the gold answer."""
-    return [float(sum(ch in gold for ch in completion[0]["content"])) for completion, gold in zip(completions, answer)]
-
-
-def tiny_settings(tmp_path, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=12,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        seed=7,
-    )
-    settings.update(overrides)
-    return settings
-
-
 def tiny_args(tmp_path, **overrides):
-    return EGRSDConfig(**tiny_settings(tmp_path, **overrides))
+    return EGRSDConfig(**tiny_training_settings(tmp_path, **overrides))
 
 
 @pytest.mark.parametrize(
     "method,teacher",
     [("grpo", "live"), ("opsd", "live"), ("rlsd", "frozen"), ("egrsd", "live"), ("cl_egrsd", "frozen")],
 )
-def test_two_steps_of_each_method_train(tmp_path, tiny_model_dir, tokenizer, arith_dataset, method, teacher):
-    trainer = EGRSDTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=tiny_args(tmp_path, credit_method=method, teacher_model=teacher),
-        train_dataset=arith_dataset,
-        processing_class=tokenizer,
-    )
+def test_two_steps_of_each_method_train(make_trainer, method, teacher):
+    trainer = make_trainer(credit_method=method, teacher_model=teacher)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -82,7 +52,7 @@ def test_grpo_matches_trl_grpo_trainer(tmp_path, tiny_model_dir, tokenizer, arit
         processing_class=tokenizer,
     )
     ours.train()
-    reference_args = GRPOConfig(**tiny_settings(tmp_path / "trl"))
+    reference_args = GRPOConfig(**tiny_training_settings(tmp_path / "trl"))
     reference = GRPOTrainer(
         model=tiny_model_dir,
         reward_funcs=digit_reward,
@@ -105,9 +75,7 @@ def test_grpo_matches_trl_grpo_trainer(tmp_path, tiny_model_dir, tokenizer, arit
     assert not torch.equal(initial.lm_head.weight, ours.model.lm_head.weight)
 
 
-def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(
-    tmp_path, tiny_model_dir, tokenizer, arith_dataset, monkeypatch
-):
+def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(make_trainer, tokenizer, monkeypatch):
     """The teacher scores each rollout's own completion ids after the chat template of problem + privileged context;
     with learning rate 0 (weights fixed) the deferred credit equals one computed from a separate student pass."""
     import egrsd.trainer as trainer_module
@@ -120,13 +88,7 @@ def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(
         return original_score(model, prompt_ids, completion_ids, completion_mask, **kwargs)
 
     monkeypatch.setattr(trainer_module, "score_tokens", recording_score)
-    trainer = EGRSDTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=tiny_args(tmp_path, credit_method="cl_egrsd", learning_rate=0.0, max_steps=1),
-        train_dataset=arith_dataset,
-        processing_class=tokenizer,
-    )
+    trainer = make_trainer(credit_method="cl_egrsd", learning_rate=0.0, max_steps=1)
     captured = {}
     original_generate = trainer._generate_and_score_completions
 
@@ -178,26 +140,12 @@ def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(
     )
 
 
-def test_teacher_method_without_solution_column_fails_at_construction(
-    tmp_path, tiny_model_dir, tokenizer, arith_dataset
-):
+def test_teacher_method_without_solution_column_fails_at_construction(make_trainer, arith_dataset):
     dataset = arith_dataset.remove_columns("solution")
     with pytest.raises(ValueError, match=r"credit_method='egrsd'.*no 'solution' column.*\['answer', 'prompt'\]"):
-        EGRSDTrainer(
-            model=tiny_model_dir,
-            reward_funcs=digit_reward,
-            args=tiny_args(tmp_path),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-        )
+        make_trainer(train_dataset=dataset)
     # grpo needs no privileged context.
-    EGRSDTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=tiny_args(tmp_path, credit_method="grpo"),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-    )
+    make_trainer(credit_method="grpo", train_dataset=dataset)
 
 
 def test_invalid_config_values_are_named(tmp_path):
@@ -212,15 +160,13 @@ def test_invalid_config_values_are_named(tmp_path):
     assert tiny_args(tmp_path, entropy_ref="1.5").credit_config.entropy_ref == 1.5
 
 
-def test_frozen_teacher_with_lora_disables_the_adapter(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+def test_frozen_teacher_with_lora_disables_the_adapter(make_trainer, tokenizer):
     from peft import LoraConfig
 
-    trainer = EGRSDTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=tiny_args(tmp_path, credit_method="egrsd", teacher_model="frozen", max_steps=1),
-        train_dataset=arith_dataset,
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        credit_method="egrsd",
+        teacher_model="frozen",
+        max_steps=1,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
     assert trainer.teacher is None

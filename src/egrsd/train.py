@@ -83,24 +83,21 @@ def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig)
         import json
 
         mapping = json.loads(mapping)
-    train_dataset = load_math_dataset(
-        script_args.dataset_name,
-        split=script_args.dataset_train_split,
-        column_mapping=mapping,
-        config_name=script_args.dataset_config,
-        layout=script_args.dataset_layout,
-        max_samples=script_args.dataset_max_samples,
-        seed=training_args.seed,
-    )
-    eval_dataset = None
-    if training_args.eval_strategy != "no":
-        eval_dataset = load_math_dataset(
+
+    def load(split: str, **extra):
+        return load_math_dataset(
             script_args.dataset_name,
-            split=script_args.dataset_test_split,
+            split=split,
             column_mapping=mapping,
             config_name=script_args.dataset_config,
             layout=script_args.dataset_layout,
+            **extra,
         )
+
+    train_dataset = load(
+        script_args.dataset_train_split, max_samples=script_args.dataset_max_samples, seed=training_args.seed
+    )
+    eval_dataset = load(script_args.dataset_test_split) if training_args.eval_strategy != "no" else None
     return train_dataset, eval_dataset
 
 
@@ -144,7 +141,10 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
         peft_config=get_peft_config(model_args),
         quantization_config=quantization_config,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "yes", "1"):
+        resume = True  # the latest checkpoint in output_dir (a path also works)
+    trainer.train(resume_from_checkpoint=resume)
     # Every rank reports: under ZeRO-3 it holds a shard only, and it must have run the teacher like the others.
     local_elements = sum(p.numel() for p in trainer.model.parameters())
     all_elements = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters())
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None):
 
         sys.exit(run_check(parser, argv))
     script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
-    train(script_args, training_args, model_args)
+    return train(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":

@@ -300,6 +300,8 @@ class EGRSDTrainer(GRPOTrainer):
             step = self.state.global_step
             for record in self._credit_records:
                 record["step"] = step
+            # Micro-batches arrive shuffled; the page reads best to worst, group by group.
+            self._credit_records.sort(key=lambda record: (record["group"], record["pick"] != "best"))
             write_step_records(self.args.output_dir, step, self._credit_records)
             report_step(self.args.output_dir, step, list(self.args.report_to or []))
             self._credit_records = []

@@ -309,3 +309,20 @@ def fork_positions(completion: str) -> list[tuple[int, bool]]:
             forks.append((next_start, not forks))
         position = next_start
     return forks
+
+
+def has_valid_derivation(problem: Problem, completion: str) -> bool:
+    """Whether the thinking block derives the answer: every step line of the problem, in order.
+
+    A correct boxed answer without it is the symptom of privileged-information leakage: the answer was copied from
+    what the teacher saw rather than derived.
+    """
+    thinking = completion.split("</think>", 1)[0]
+    lines = [line.strip() for line in thinking.splitlines()]
+    position = 0
+    for step in problem.steps:
+        try:
+            position = lines.index(step.text, position) + 1
+        except ValueError:
+            return False
+    return True

@@ -4,6 +4,17 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 
+# The smallest Qwen3 worth running: a training step with a teacher pass in well under a second (tests, smoke runs).
+SMOKE_TEST_SIZE = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    intermediate_size=64,
+)
+
+
 def tiny_qwen3_config(
     vocab_size: int,
     hidden_size: int = 128,

@@ -1,0 +1,124 @@
+"""`make demo`: watch self-distillation shorten a verbose reasoner on a CPU.
+
+Evaluates the shipped verbose base on the held-out chain-arithmetic problems, trains it with a tiny recipe
+(CL-EGRSD by default) through the same `egrsd-train` entry point as the Qwen3 recipes, evaluates the result the same
+way, and prints base vs trained accuracy and length, with the frontier plot.
+
+    python -m egrsd.testbed.demo --recipe recipes/tiny/cl_egrsd/config.yaml
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .base import shipped_base_path
+
+
+# Held-out sampling as in training (temperature 1, no top-k/top-p), with room for the longest verbose trace.
+EVAL_ARGS = ["--backend", "transformers", "--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "0"]
+# Per-step training metrics worth a column: (log key, header, format).
+STEP_COLUMNS = (
+    ("reward", "reward", "{:.2f}"),
+    ("completions/mean_length", "tokens", "{:.0f}"),
+    ("credit/entropy_mean", "teacher H", "{:.3f}"),
+    ("credit/gate_mean", "gate", "{:.3f}"),
+    ("credit/ratio_mean", "ratio", "{:.3f}"),
+    ("credit/delta_abs_mean", "|Delta|", "{:.3f}"),
+    ("step_time", "s/step", "{:.1f}"),
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="recipes/tiny/cl_egrsd/config.yaml", help="a tiny recipe")
+    parser.add_argument("--output-dir", default="outputs/demo")
+    parser.add_argument("--num-samples", type=int, default=1, help="samples per held-out problem")
+    parser.add_argument("--max-problems", type=int, default=200, help="held-out problems evaluated")
+    parser.add_argument("--max-new-tokens", type=int, default=320)
+    parser.add_argument("train_overrides", nargs="*", help="extra egrsd-train arguments, e.g. --max_steps 10")
+    return parser.parse_args(argv)
+
+
+def evaluate(model: str, output_dir: Path, args) -> dict:
+    from ..evaluate import main as evaluate_main
+
+    results_path = output_dir / "results.json"
+    if not results_path.exists():  # the base's evaluation is reused by later demos
+        evaluate_main(
+            [
+                "--model", model,
+                "--benchmarks", "testbed-arithmetic",
+                "--num-samples", str(args.num_samples),
+                "--max-problems", str(args.max_problems),
+                "--max-new-tokens", str(args.max_new_tokens),
+                "--batch-size", str(args.max_problems),
+                "--output-dir", str(output_dir),
+                *EVAL_ARGS,
+            ]
+        )  # fmt: skip
+    return json.loads(results_path.read_text())
+
+
+def step_table(log_history: list[dict]) -> str:
+    entries = [entry for entry in log_history if "loss" in entry]
+    columns = [(key, header, fmt) for key, header, fmt in STEP_COLUMNS if any(key in e for e in entries)]
+    lines = ["| step | " + " | ".join(header for _, header, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for entry in entries:
+        cells = [fmt.format(entry[key]) if key in entry else "" for key, _, fmt in columns]
+        lines.append(f"| {entry['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison(base: dict, trained: dict, method: str) -> str:
+    before, after = base["benchmarks"]["testbed-arithmetic"], trained["benchmarks"]["testbed-arithmetic"]
+    lines = [
+        "| model | accuracy (avg@K) | mean tokens | mean thinking tokens | tokens vs base |",
+        "|---|---|---|---|---|",
+    ]
+    for label, metrics in (("verbose base", before), (f"+ {method}", after)):
+        relative = metrics["mean_completion_tokens"] / before["mean_completion_tokens"]
+        lines.append(
+            f"| {label} | {100 * metrics['accuracy']:.1f}% | {metrics['mean_completion_tokens']:.1f} | "
+            f"{metrics['mean_thinking_tokens']:.1f} | {relative:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from ..frontier import main as frontier_main
+    from ..train import main as train_main
+
+    args = parse_args(argv)
+    started = time.time()
+    output_dir = Path(args.output_dir)
+    import yaml
+
+    method = yaml.safe_load(Path(args.recipe).read_text())["credit_method"]
+    print(f"[demo] 1/4 evaluating the shipped verbose base on {args.max_problems} held-out problems", flush=True)
+    base = evaluate(str(shipped_base_path()), output_dir / "eval-base", args)
+
+    print(f"[demo] 2/4 training it with {method} ({args.recipe})", flush=True)
+    run_dir = output_dir / method
+    trainer = train_main(["--config", args.recipe, "--output_dir", str(run_dir), *args.train_overrides])
+
+    print("[demo] 3/4 evaluating the trained model on the same problems", flush=True)
+    eval_dir = output_dir / f"eval-{method}"
+    for stale in eval_dir.glob("*"):  # a new training run: evaluate it afresh
+        stale.unlink()
+    trained = evaluate(str(run_dir), eval_dir, args)
+
+    print("[demo] 4/4 the frontier plot", flush=True)
+    frontier_main(
+        [str(output_dir / "eval-base" / "results.json"), str(eval_dir / "results.json"), "--labels",
+         f"base,{method}", "--output-dir", str(output_dir / "frontier")]
+    )  # fmt: skip
+
+    print(f"\nTraining, step by step ({method}):\n{step_table(trainer.state.log_history)}\n")
+    print(f"Held-out chain arithmetic, base vs trained:\n{comparison(base, trained, method)}\n")
+    print(f"frontier plot: {output_dir / 'frontier' / 'frontier.png'}")
+    print(f"demo finished in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
