@@ -154,6 +154,7 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
         flush=True,
     )
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json: the logged metrics of every step
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
