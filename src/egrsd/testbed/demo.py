@@ -33,7 +33,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/tiny/cl_egrsd/config.yaml", help="a tiny recipe")
     parser.add_argument("--output-dir", default="outputs/demo")
-    parser.add_argument("--num-samples", type=int, default=1, help="samples per held-out problem")
+    parser.add_argument("--num-samples", type=int, default=2, help="samples per held-out problem (K)")
     parser.add_argument("--max-problems", type=int, default=200, help="held-out problems evaluated")
     parser.add_argument("--max-new-tokens", type=int, default=320)
     parser.add_argument("train_overrides", nargs="*", help="extra egrsd-train arguments, e.g. --max_steps 10")
