@@ -59,7 +59,7 @@ def log(message: str) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per method")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per method (default 2; 1 with --tiny)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per method first")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--num-generations", type=int, default=8)
@@ -68,12 +68,20 @@ def parse_args(argv=None):
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no new round after this many seconds of stepping (a cut call still reports what it measured)",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny shape and sizes, float32, runs on CPU in seconds")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = 1 if args.tiny else 2
     if args.tiny:
         args.prompts, args.num_generations, args.max_completion_length, args.micro_batch = 2, 2, 8, 2
-        args.steps, args.warmup = min(args.steps, 1), 0
+        args.warmup = 0
     return args
 
 
@@ -163,7 +171,12 @@ def main(argv=None) -> dict:
             log(f"building {method} trainer")
             trainers[method] = build_trainer(method, args, tokenizer, dataset, output_dir, device)
         log("models built")
+        started = time.perf_counter()
         for round_index in range(args.warmup + args.steps):
+            elapsed = time.perf_counter() - started
+            if args.budget_s is not None and round_index > args.warmup and elapsed > args.budget_s:
+                log(f"stopping after {round_index - args.warmup} timed round(s): {elapsed:.0f} s > --budget-s")
+                break
             shift = round_index % len(methods)
             for method in methods[shift:] + methods[:shift]:
                 if device.type == "cuda":
@@ -176,10 +189,11 @@ def main(argv=None) -> dict:
                 warm = round_index < args.warmup
                 if not warm:
                     records[method].append(step)
+                memory = f", peak {peak_bytes[method] / 2**30:.2f} GiB" if device.type == "cuda" else ""
                 log(
                     f"{method} step {round_index + 1}/{args.warmup + args.steps}{' (warm-up)' if warm else ''}: "
                     f"{step['wall']:.2f} s (rollout {step['rollout']:.2f}, teacher {step['teacher']:.2f}, "
-                    f"fwd+bwd {step['train_fwd_bwd']:.2f})"
+                    f"fwd+bwd {step['train_fwd_bwd']:.2f}){memory}"
                 )
     median_s = {m: statistics.median(r["wall"] for r in records[m]) for m in methods}
     parts = ("rollout", "teacher", "train_fwd_bwd", "optimizer_other", "step_time")

@@ -56,6 +56,12 @@ def parse_args(argv=None):
         action="store_true",
         help="let rollouts stop at EOS (default: every rollout runs to --max-completion-length, so work is fixed)",
     )
+    parser.add_argument(
+        "--teacher-prompt-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="EGRSDTrainer scores each distinct teacher prompt once per group, as the tiny recipes do",
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
@@ -187,7 +193,12 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
         trainer = EGRSDTrainer(
             model=model,
             reward_funcs=hashed_reward,
-            args=EGRSDConfig(**settings, credit_method=method, teacher_model="live"),
+            args=EGRSDConfig(
+                **settings,
+                credit_method=method,
+                teacher_model="live",
+                teacher_prompt_cache=args.teacher_prompt_cache,
+            ),
             train_dataset=dataset,
             processing_class=tokenizer,
         )
@@ -348,6 +359,7 @@ def main(argv=None) -> dict:
         "num_generations": args.num_generations,
         "max_completion_length": args.max_completion_length,
         "fixed_length": not args.free_length,
+        "teacher_prompt_cache": args.teacher_prompt_cache,
         "warmup": args.warmup,
         "repeats": args.repeats,
         "seed": args.seed,

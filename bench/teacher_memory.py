@@ -6,10 +6,12 @@ causal kernel and no dense T x T mask exists). After a small warm-up of the same
 resident set is the baseline; the peak is the larger of a 0.5 ms RSS sampler's maximum and the kernel's high-water
 mark (ru_maxrss, when the measurement raised it), minus that baseline.
 
-Per T, three subprocesses: `project` (egrsd.scoring.score_tokens: the prompt's forward, then the completion's on
-its key/value cache, both with logits_to_keep=1, then the LM head in chunks), `backbone` (the backbone forward
-alone, to show how much of the project's peak is the backbone's own activations) and `naive` (full logits,
-log_softmax, entropy; skipped where its estimated peak, four T x V float32 buffers, would exceed --naive-limit-gb).
+Per T, four subprocesses: `project` (egrsd.scoring.score_tokens, the default: one forward over prompt + completion
+with logits_to_keep=1, then the LM head in chunks), `prompt_cache` (the same with `share_prompts=True`, the
+`teacher_prompt_cache` option: the prompt's forward, then the completion's on its key/value cache, which keeps
+every layer's keys and values and gives SDPA a dense mask), `backbone` (the backbone forward alone, to show how much
+of the project's peak is the backbone's own activations) and `naive` (full logits, log_softmax, entropy; skipped
+where its estimated peak, four T x V float32 buffers, would exceed --naive-limit-gb).
 
     python bench/teacher_memory.py --json teacher_memory.json
 """
@@ -49,7 +51,7 @@ def parse_args(argv=None):
         help="measure in this process instead of fresh ones (smoke tests: fast, but peaks then depend on history)",
     )
     # Internal: one measurement in this process (what the subprocesses run).
-    parser.add_argument("--worker", choices=["project", "backbone", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["project", "prompt_cache", "backbone", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -151,9 +153,16 @@ def measure(args) -> dict:
         input_ids = torch.randint(0, args.vocab, (1, prompt_length + total_completion), generator=generator)
         attention_mask = torch.ones_like(input_ids)
         with torch.no_grad():
-            if args.worker == "project":
+            if args.worker in ("project", "prompt_cache"):
                 prompt, completion = input_ids[:, :prompt_length], input_ids[:, prompt_length:]
-                return score_tokens(model, prompt.tolist(), completion, torch.ones_like(completion), pad_token_id=0)
+                return score_tokens(
+                    model,
+                    prompt.tolist(),
+                    completion,
+                    torch.ones_like(completion),
+                    pad_token_id=0,
+                    share_prompts=args.worker == "prompt_cache",
+                )
             if args.worker == "backbone":
                 return model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=total_completion + 1)
@@ -217,6 +226,7 @@ def main(argv=None) -> dict:
     rows = []
     for length in args.lengths:
         project = run_worker("project", length, args)
+        prompt_cache = run_worker("prompt_cache", length, args)
         backbone = run_worker("backbone", length, args)
         naive = None
         if naive_estimate_bytes(length, args.vocab) <= args.naive_limit_gb * 2**30:
@@ -227,12 +237,15 @@ def main(argv=None) -> dict:
                 "V": args.vocab,
                 "peak_extra_mb": round(project["peak_extra_mb"], 1),
                 "seconds": round(project["seconds"], 3),
+                "prompt_cache_peak_extra_mb": round(prompt_cache["peak_extra_mb"], 1),
+                "prompt_cache_seconds": round(prompt_cache["seconds"], 3),
                 "backbone_peak_extra_mb": round(backbone["peak_extra_mb"], 1),
                 "naive_peak_extra_mb": round(naive["peak_extra_mb"], 1) if naive else None,
                 "naive_seconds": round(naive["seconds"], 3) if naive else None,
                 "naive_estimate_mb": round(naive_estimate_bytes(length, args.vocab) / MIB, 1),
                 "logits_fp32_mb": round(length * args.vocab * 4 / MIB, 1),
                 "dense_attention_mask": project["dense_attention_mask"],
+                "prompt_cache_dense_attention_mask": prompt_cache["dense_attention_mask"],
             }
         )
         print(f"[{time.strftime('%H:%M:%S')}] T={length} done", file=sys.stderr, flush=True)
@@ -256,8 +269,8 @@ def main(argv=None) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     header = (
-        f"{'T':>6} {'V':>7} {'project MB':>10} {'backbone MB':>11} {'naive MB':>9} {'logits MB':>9} "
-        f"{'project s':>9} {'naive s':>8}"
+        f"{'T':>6} {'V':>7} {'project MB':>10} {'cached MB':>9} {'backbone MB':>11} {'naive MB':>9} "
+        f"{'logits MB':>9} {'project s':>9} {'cached s':>8} {'naive s':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -267,9 +280,10 @@ def print_table(rows: list[dict]) -> None:
 
     for row in rows:
         print(
-            f"{row['T']:>6} {row['V']:>7} {row['peak_extra_mb']:>10.1f} {row['backbone_peak_extra_mb']:>11.1f} "
-            f"{cell(row['naive_peak_extra_mb'], 9, '.1f')} {row['logits_fp32_mb']:>9.1f} "
-            f"{row['seconds']:>9.2f} {cell(row['naive_seconds'], 8, '.2f')}"
+            f"{row['T']:>6} {row['V']:>7} {row['peak_extra_mb']:>10.1f} {row['prompt_cache_peak_extra_mb']:>9.1f} "
+            f"{row['backbone_peak_extra_mb']:>11.1f} {cell(row['naive_peak_extra_mb'], 9, '.1f')} "
+            f"{row['logits_fp32_mb']:>9.1f} {row['seconds']:>9.2f} {row['prompt_cache_seconds']:>8.2f} "
+            f"{cell(row['naive_seconds'], 8, '.2f')}"
         )
 
 

@@ -49,6 +49,8 @@ def test_teacher_memory_writes_rows(tmp_path):
     assert row["T"] == 48 and row["V"] == 300
     assert row["peak_extra_mb"] >= 0 and row["naive_peak_extra_mb"] >= 0 and row["seconds"] > 0
     assert row["dense_attention_mask"] is False  # one all-ones sequence: SDPA's causal kernel, no T x T mask
+    assert row["prompt_cache_peak_extra_mb"] >= 0 and row["prompt_cache_seconds"] > 0
+    assert row["prompt_cache_dense_attention_mask"] is True  # completion queries against prompt + completion keys
 
 
 def test_teacher_memory_skips_naive_above_the_limit(tmp_path):
@@ -67,3 +69,9 @@ def test_gpu_step_tiny_runs_on_cpu(tmp_path):
     result = json.loads(path.read_text())
     assert set(result["median_s"]) == {"grpo", "egrsd"} and result["ratio_to_grpo"]["grpo"] == 1.0
     assert result["breakdown_s"]["egrsd"]["teacher"] > 0 and result["breakdown_s"]["grpo"]["teacher"] == 0
+
+
+def test_gpu_step_stops_at_its_budget_and_still_reports(tmp_path):
+    gpu_step = load_bench("gpu_step")
+    result = gpu_step.main(["--tiny", "--steps", "3", "--budget-s", "0"])
+    assert {method: len(samples) for method, samples in result["samples_s"].items()} == {"grpo": 1, "egrsd": 1}

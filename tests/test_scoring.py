@@ -27,9 +27,10 @@ def test_default_chunk_does_not_grow_with_length():
     assert default_chunk_size(10) > 1000
 
 
-def test_score_tokens_equals_full_logits_of_the_model(tiny_model_dir):
+@pytest.mark.parametrize("share_prompts", [False, True])
+def test_score_tokens_equals_full_logits_of_the_model(tiny_model_dir, share_prompts):
     """Prompts of different lengths (left padding), repeated prompts (a GRPO group) and right-padded completions all
-    score exactly as one full forward over each row's own prompt + completion."""
+    score exactly as one full forward over each row's own prompt + completion, with or without sharing prompts."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -44,7 +45,15 @@ def test_score_tokens_equals_full_logits_of_the_model(tiny_model_dir):
     completion_mask[4, 2:] = 0
 
     logps, entropy = score_tokens(
-        model, prompt_ids, completion, completion_mask, pad_token_id=0, temperature=0.8, batch_size=4, chunk_size=3
+        model,
+        prompt_ids,
+        completion,
+        completion_mask,
+        pad_token_id=0,
+        temperature=0.8,
+        batch_size=4,
+        chunk_size=3,
+        share_prompts=share_prompts,
     )
     valid = completion_mask.bool()
     for row, prompt in enumerate(prompt_ids):
@@ -58,8 +67,16 @@ def test_score_tokens_equals_full_logits_of_the_model(tiny_model_dir):
     assert (logps[~valid] == 0).all() and (entropy[~valid] == 0).all()
 
 
-def test_score_tokens_runs_one_forward_per_row_batch(tiny_model_dir):
-    """The number of forwards depends on the number of rows only, the same on every rank (ZeRO-3)."""
+@pytest.mark.parametrize(
+    "share_prompts,expected_calls",
+    [
+        (False, [(4, 5), (2, 6)]),  # one forward per row batch: left-padded prompt + completion
+        # the distinct prompts (rows 0-3 hold two, width 2; rows 4-5 one, width 3), then every completion on the cache
+        (True, [(2, 2), (4, 3), (1, 3), (2, 3)]),
+    ],
+)
+def test_forward_count_depends_on_row_batches_only(tiny_model_dir, share_prompts, expected_calls):
+    """The number of forwards is the same on every rank whatever the groups (ZeRO-3 gathers collectively)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -68,6 +85,23 @@ def test_score_tokens_runs_one_forward_per_row_batch(tiny_model_dir):
         lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
     )
     completion = torch.randint(4, 50, (6, 3))
-    prompts = [[5 + i] * (1 + i % 3) for i in range(6)]
-    score_tokens(model, prompts, completion, torch.ones_like(completion), pad_token_id=0, batch_size=4)
-    assert calls == [(4, 6), (2, 6)]
+    prompts = [[5, 6], [5, 6], [7], [5, 6], [8, 9, 10], [8, 9, 10]]
+    score_tokens(
+        model,
+        prompts,
+        completion,
+        torch.ones_like(completion),
+        pad_token_id=0,
+        batch_size=4,
+        share_prompts=share_prompts,
+    )
+    assert calls == expected_calls
+
+
+def test_score_tokens_rejects_an_empty_prompt(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    completion = torch.randint(4, 50, (2, 3))
+    with pytest.raises(ValueError, match="at least one token"):
+        score_tokens(model, [[5], []], completion, torch.ones_like(completion), pad_token_id=0)

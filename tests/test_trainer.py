@@ -140,6 +140,44 @@ def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(make_
     )
 
 
+def test_teacher_prompt_cache_scores_as_the_single_pass(make_trainer, tmp_path, monkeypatch):
+    """Same seed and weights: the teacher's scores of the same rollouts with and without the prompt cache agree."""
+    import egrsd.trainer as trainer_module
+
+    shared = []
+    original_score = trainer_module.score_tokens
+
+    def recording_score(*args, **kwargs):
+        shared.append(kwargs["share_prompts"])
+        return original_score(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "score_tokens", recording_score)
+    scores = {}
+    for cache in (False, True):
+        trainer = make_trainer(
+            credit_method="egrsd",
+            learning_rate=0.0,
+            max_steps=1,
+            teacher_prompt_cache=cache,
+            output_dir=tmp_path / str(cache),
+        )
+        original_generate = trainer._generate_and_score_completions
+
+        def capture_generate(inputs, original_generate=original_generate, cache=cache):
+            output = original_generate(inputs)
+            scores[cache] = {
+                key: output[key].clone() for key in ("completion_ids", "teacher_logps", "teacher_entropy")
+            }
+            return output
+
+        trainer._generate_and_score_completions = capture_generate
+        trainer.train()
+    assert shared == [False, True]
+    assert torch.equal(scores[False]["completion_ids"], scores[True]["completion_ids"])
+    for key in ("teacher_logps", "teacher_entropy"):
+        torch.testing.assert_close(scores[True][key], scores[False][key], atol=1e-5, rtol=0)
+
+
 def test_teacher_method_without_solution_column_fails_at_construction(make_trainer, arith_dataset):
     dataset = arith_dataset.remove_columns("solution")
     with pytest.raises(ValueError, match=r"credit_method='egrsd'.*no 'solution' column.*\['answer', 'prompt'\]"):
@@ -158,6 +196,16 @@ def test_invalid_config_values_are_named(tmp_path):
     with pytest.raises(ValueError, match="gate_floor"):
         tiny_args(tmp_path, gate_floor=0.0)
     assert tiny_args(tmp_path, entropy_ref="1.5").credit_config.entropy_ref == 1.5
+
+
+def test_teacher_prompt_cache_warns_for_long_rollouts(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="egrsd.configs"):
+        tiny_args(tmp_path, teacher_prompt_cache=True, max_completion_length=256)
+    assert "teacher_prompt_cache" not in caplog.text
+    with caplog.at_level("WARNING", logger="egrsd.configs"):
+        tiny_args(tmp_path, teacher_prompt_cache=True, max_completion_length=16384)
+    assert "teacher_prompt_cache with max_completion_length=16384" in caplog.text
+    assert "1.0 GiB" in caplog.text  # 4 rows x 16384^2 one-byte mask entries
 
 
 def test_frozen_teacher_with_lora_disables_the_adapter(make_trainer, tokenizer):

@@ -2,11 +2,14 @@
 
 from dataclasses import dataclass, field
 
+from transformers.utils import logging
 from trl import GRPOConfig
 
 from .credit import CREDIT_METHODS, ENTROPY_REFS, CreditConfig
 from .teacher import DEFAULT_TEACHER_TEMPLATE, template_fields
 
+
+logger = logging.get_logger(__name__)
 
 TEACHER_MODELS = ("live", "frozen")
 _CREDIT_DEFAULTS = CreditConfig()
@@ -33,6 +36,11 @@ class EGRSDConfig(GRPOConfig):
             Dataset column holding the reference solution.
         teacher_chunk_size (`int` or `None`):
             Positions per chunk when the LM head scores the teacher pass (default: 64 MiB of float32 logits).
+        teacher_prompt_cache (`bool`, defaults to `False`):
+            Run each distinct teacher prompt once per row batch and score its rollouts on its key/value cache
+            (saves the prompt's compute for all but one rollout of a group). Worth it when teacher prompts are long
+            next to the completions (the tiny recipes); it keeps every layer's keys and values and a dense
+            (T, P + T) attention mask per row, so leave it off for long thinking rollouts.
         num_credit_rollouts (`int`, defaults to 4):
             With `log_completions`, how many rollouts per logged step have their per-token credit saved for
             `egrsd-inspect` (best and worst of a group, group by group).
@@ -68,6 +76,13 @@ class EGRSDConfig(GRPOConfig):
     teacher_chunk_size: int | None = field(
         default=None, metadata={"help": "Positions per LM-head chunk in teacher scoring (default: by memory)."}
     )
+    teacher_prompt_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "Score each distinct teacher prompt once and its rollouts on its key/value cache: for short "
+            "rollouts after long teacher prompts; off for long thinking rollouts (dense attention mask)."
+        },
+    )
     num_credit_rollouts: int = field(
         default=4,
         metadata={
@@ -97,6 +112,14 @@ class EGRSDConfig(GRPOConfig):
         if problems:
             raise ValueError("Invalid EGRSDConfig: " + "; ".join(problems))
         super().__post_init__()
+        if self.teacher_prompt_cache and self.needs_teacher and self.max_completion_length:
+            mask_gib = self.per_device_train_batch_size * self.max_completion_length**2 / 2**30
+            if mask_gib > 0.25:
+                logger.warning(
+                    f"teacher_prompt_cache with max_completion_length={self.max_completion_length}: the teacher's "
+                    f"completion pass builds attention masks of up to {mask_gib:.1f} GiB per row batch (and keeps "
+                    "every layer's keys and values). Set teacher_prompt_cache: false for long rollouts."
+                )
 
     @property
     def credit_config(self) -> CreditConfig:

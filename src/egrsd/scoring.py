@@ -111,6 +111,55 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_token_id: int, device) -> tuple
     return ids, mask
 
 
+def _distinct_rows(rows: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct rows in first-seen order, and each row's index among them."""
+    index: dict[tuple[int, ...], int] = {}
+    row_to_distinct = [index.setdefault(tuple(row), len(index)) for row in rows]
+    return [list(row) for row in index], row_to_distinct
+
+
+def _completion_hidden(model, backbone, prompt_ids, completion_ids, completion_mask, pad_token_id):
+    """(B, T, H) final hidden states at the positions predicting each completion token: one forward."""
+    padded_prompts, prompt_mask = _left_pad(prompt_ids, pad_token_id, completion_ids.device)
+    with _capture_output(backbone) as captured:
+        model(
+            input_ids=torch.cat([padded_prompts, completion_ids], dim=1),
+            attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+    # Position i predicts token i + 1: the completion is predicted by the T positions before the last.
+    return captured["hidden"][:, -completion_ids.size(1) - 1 : -1]
+
+
+def _completion_hidden_shared_prompts(model, backbone, prompt_ids, completion_ids, completion_mask, pad_token_id):
+    """As `_completion_hidden`, but each distinct prompt runs once and its rows continue on its key/value cache.
+
+    Two forwards: the distinct prompts (left-padded to the same width as the single pass, so every position and
+    mask is the same), then all completions on the cache gathered row by row.
+    """
+    distinct, row_to_distinct = _distinct_rows(prompt_ids)
+    padded_prompts, prompt_mask = _left_pad(distinct, pad_token_id, completion_ids.device)
+    with _capture_output(backbone) as captured:
+        cache = model(
+            input_ids=padded_prompts, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1
+        ).past_key_values
+    # The prompt's last position predicts the first completion token.
+    index = torch.as_tensor(row_to_distinct, device=completion_ids.device)
+    first = captured["hidden"][:, -1:][index]
+    cache.batch_select_indices(index)
+    with _capture_output(backbone) as captured:
+        model(
+            input_ids=completion_ids,
+            attention_mask=torch.cat([prompt_mask[index], completion_mask], dim=1),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    del cache
+    return torch.cat([first, captured["hidden"][:, :-1]], dim=1)
+
+
 @torch.no_grad()
 def score_tokens(
     model: nn.Module,
@@ -122,20 +171,24 @@ def score_tokens(
     temperature: float = 1.0,
     batch_size: int | None = None,
     chunk_size: int | None = None,
+    share_prompts: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of each row's completion tokens after its own prompt, under `model`.
 
-    One forward per row batch over (left-padded prompt + completion), through the model's usual forward (so DDP,
-    DeepSpeed ZeRO-3 and PEFT hooks fire; the same count on every rank) with `logits_to_keep=1`; the backbone's
-    output is captured and the LM head applied in chunks to the scored positions only. (Running each distinct
-    prompt once and the completions on its key/value cache would save the prompt's compute within a GRPO group, but
-    SDPA then needs a dense (T, P + T) mask per row: 1.3 GB instead of 0.2 GB at T = 16k. Prompts are short next
-    to thinking rollouts, so the single pass is the better trade.)
+    Each row batch goes through the model's usual forward (so DDP, DeepSpeed ZeRO-3 and PEFT hooks fire) with
+    `logits_to_keep=1`; the backbone's output is captured and the LM head applied in chunks to the scored positions
+    only. The number of forwards depends on the number of rows only, so it is the same on every rank (ZeRO-3
+    gathers parameters collectively): one per row batch over (left-padded prompt + completion), or with
+    `share_prompts` two: each distinct prompt once (a GRPO group's rollouts share it), then the completions on its
+    key/value cache. Sharing saves the prompt's compute for all but one rollout of a group, but keeps every layer's
+    keys and values and makes SDPA use a dense (T, P + T) mask per row (1.3 GB instead of 0.2 GB at T = 16k): worth
+    it when prompts are long next to the completions, not for long thinking rollouts.
 
     Args:
-        prompt_ids: B token-id lists (unpadded).
+        prompt_ids: B token-id lists (unpadded, non-empty).
         completion_ids, completion_mask: (B, T), right-padded; positions with mask 0 are not scored (0 returned).
         batch_size: rows per forward (default: all).
+        share_prompts: run each distinct prompt of a row batch once (see above).
 
     Returns:
         (B, T) float32 log-probs and entropies.
@@ -145,23 +198,24 @@ def score_tokens(
     head = causal_lm.get_output_embeddings()
     if getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None):
         raise NotImplementedError("teacher scoring does not implement final-logit softcapping (e.g. Gemma 2)")
+    if any(len(row) == 0 for row in prompt_ids):
+        raise ValueError("every teacher prompt needs at least one token: its last one predicts the completion")
     rows, length = completion_ids.shape
     device = completion_ids.device
     batch_size = batch_size or rows
+    completion_hidden = _completion_hidden_shared_prompts if share_prompts else _completion_hidden
     logps = torch.zeros(rows, length, dtype=torch.float32, device=device)
     entropy = torch.zeros_like(logps)
     for start in range(0, rows, batch_size):
         end = min(start + batch_size, rows)
-        padded_prompts, prompt_mask = _left_pad(prompt_ids[start:end], pad_token_id, device)
-        with _capture_output(backbone) as captured:
-            model(
-                input_ids=torch.cat([padded_prompts, completion_ids[start:end]], dim=1),
-                attention_mask=torch.cat([prompt_mask, completion_mask[start:end]], dim=1),
-                use_cache=False,
-                logits_to_keep=1,
-            )
-        # Position i predicts token i + 1: the completion is predicted by the T positions before the last.
-        hidden = captured["hidden"][:, -length - 1 : -1]
+        hidden = completion_hidden(
+            model,
+            backbone,
+            prompt_ids[start:end],
+            completion_ids[start:end],
+            completion_mask[start:end],
+            pad_token_id,
+        )
         selected = completion_mask[start:end].bool()
         with _gather_params_ctx(head.weight, getattr(head, "bias", None)):
             chunk_logps, chunk_entropy = chunked_logps_and_entropy(

@@ -134,6 +134,7 @@ class EGRSDTrainer(GRPOTrainer):
                 temperature=self.temperature,
                 batch_size=batch_size,
                 chunk_size=self.args.teacher_chunk_size,
+                share_prompts=self.args.teacher_prompt_cache,
             )
 
     # ------------------------------------------------------------------------------------------------------------
