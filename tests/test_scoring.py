@@ -105,3 +105,20 @@ def test_score_tokens_rejects_an_empty_prompt(tiny_model_dir):
     completion = torch.randint(4, 50, (2, 3))
     with pytest.raises(ValueError, match="at least one token"):
         score_tokens(model, [[5], []], completion, torch.ones_like(completion), pad_token_id=0)
+
+
+def test_prompt_cache_names_a_model_without_a_cache(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    class CachelessWrapper(torch.nn.Module):  # as a wrapper whose forward drops the key/value cache
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, **kwargs):
+            return self.module(**{**kwargs, "use_cache": False})
+
+    model = CachelessWrapper(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval())
+    completion = torch.randint(4, 50, (2, 3))
+    with pytest.raises(ValueError, match="Qwen3ForCausalLM returned no selectable key/value cache.*false"):
+        score_tokens(model, [[5], [5]], completion, torch.ones_like(completion), pad_token_id=0, share_prompts=True)

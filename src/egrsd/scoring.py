@@ -144,6 +144,11 @@ def _completion_hidden_shared_prompts(model, backbone, prompt_ids, completion_id
         cache = model(
             input_ids=padded_prompts, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1
         ).past_key_values
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        raise ValueError(
+            f"teacher_prompt_cache: {type(_unwrap_causal_lm(model)).__name__} returned no selectable key/value cache "
+            f"(got {type(cache).__name__}); set teacher_prompt_cache: false to score in a single pass."
+        )
     # The prompt's last position predicts the first completion token.
     index = torch.as_tensor(row_to_distinct, device=completion_ids.device)
     first = captured["hidden"][:, -1:][index]
