@@ -35,7 +35,7 @@ demo: install
 testbed-base: install
 	$(VENV)/bin/egrsd-testbed build-base --ship --force
 
-# The testbed's frontier: five methods x three seeds, equal budgets (a bench, ~1 hour on 2 cores).
+# The testbed's frontier: five methods x three seeds, equal budgets (a bench, ~35 min on 2 cores).
 testbed-frontier: install
 	$(PY) bench/testbed_frontier.py --seeds 0 1 2 --output-dir outputs/testbed-frontier
 
