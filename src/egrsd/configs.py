@@ -117,7 +117,7 @@ class EGRSDConfig(GRPOConfig):
             if mask_gib > 0.25:
                 logger.warning(
                     f"teacher_prompt_cache with max_completion_length={self.max_completion_length}: the teacher's "
-                    f"completion pass builds attention masks of up to {mask_gib:.1f} GiB per row batch (and keeps "
+                    f"completion pass builds attention masks of about {mask_gib:.1f} GiB per row batch (and keeps "
                     "every layer's keys and values). Set teacher_prompt_cache: false for long rollouts."
                 )
 

@@ -161,7 +161,6 @@ def _completion_hidden_shared_prompts(model, backbone, prompt_ids, completion_id
             use_cache=True,
             logits_to_keep=1,
         )
-    del cache
     return torch.cat([first, captured["hidden"][:, :-1]], dim=1)
 
 
