@@ -231,3 +231,65 @@ def test_frozen_teacher_with_lora_disables_the_adapter(make_trainer, tokenizer):
         adapted_logits = model(input_ids=ids).logits
     torch.testing.assert_close(teacher_logits, base_logits)
     assert not torch.allclose(teacher_logits, adapted_logits)
+
+
+def capture_generation_outputs(trainer):
+    outputs = []
+    original_generate = trainer._generate_and_score_completions
+
+    def capture(inputs):
+        output = original_generate(inputs)
+        outputs.append(dict(output))
+        return output
+
+    trainer._generate_and_score_completions = capture
+    return outputs
+
+
+@pytest.mark.parametrize("teacher,beta", [("live", 0.0), ("frozen", 0.04)])
+def test_fp32_lm_head_with_a_bf16_model_scores_the_teacher_as_trl_scores_the_student(make_trainer, teacher, beta):
+    """`cast_lm_head_to_fp32` on a bf16 model (the frozen teacher being TRL's reference model at beta > 0): the teacher
+    scores like TRL's fused head, so an identity teacher (template `{problem}`) gives Delta = 0."""
+    trainer = make_trainer(
+        credit_method="rlsd",
+        teacher_model=teacher,
+        beta=beta,
+        teacher_template="{problem}",
+        cast_lm_head_to_fp32=True,
+        model_init_kwargs={"dtype": "bfloat16"},
+        max_steps=1,
+        learning_rate=0.0,
+    )
+    assert trainer.model.model.norm.weight.dtype == torch.bfloat16
+    assert trainer.model.lm_head.weight.dtype == torch.float32
+    if teacher == "frozen":
+        assert trainer.teacher is trainer.ref_model and trainer.teacher.lm_head.weight.dtype == torch.float32
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert math.isfinite(logged["loss"])
+    assert logged["credit/delta_abs_mean"] == 0.0
+
+
+def test_teacher_runs_under_the_accelerator_autocast(make_trainer):
+    """float32 weights with `bf16: true`: TRL's student log-probs come from inside autocast, so must the teacher's; an
+    identity teacher then gives Delta = 0 (outside autocast it was off by up to 1e-3)."""
+    trainer = make_trainer(
+        credit_method="rlsd", teacher_template="{problem}", bf16=True, max_steps=1, learning_rate=0.0
+    )
+    assert trainer.model.dtype == torch.float32
+    trainer.train()
+    assert trainer.state.log_history[0]["credit/delta_abs_mean"] == 0.0
+
+
+def test_live_teacher_scores_without_dropout_and_restores_train_mode(make_trainer, arith_dataset):
+    trainer = make_trainer(credit_method="egrsd", model_init_kwargs={"attention_dropout": 0.5})
+    assert trainer.model.config.attention_dropout == 0.5
+    trainer.model.train()
+    inputs = [arith_dataset[i] for i in range(4)]
+    completion_ids = torch.randint(4, 50, (4, 6), generator=torch.Generator().manual_seed(0))
+    completion_mask = torch.ones_like(completion_ids)
+    first = trainer.score_with_teacher(inputs, completion_ids, completion_mask)
+    second = trainer.score_with_teacher(inputs, completion_ids, completion_mask)
+    assert trainer.model.training
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)

@@ -103,6 +103,8 @@ class EGRSDTrainer(GRPOTrainer):
     def _teacher_forward_context(self):
         stack = contextlib.ExitStack()
         stack.enter_context(disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs))
+        # As TRL's student log-prob pass: under the accelerator's autocast (bf16/fp16 with float32 weights).
+        stack.enter_context(self.accelerator.autocast())
         if self.args.teacher_model == "frozen" and self.teacher is None and is_peft_model(self.model):
             stack.enter_context(use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None))
         return stack
@@ -124,18 +126,27 @@ class EGRSDTrainer(GRPOTrainer):
         batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         teacher = self.teacher if self.teacher is not None else self.model
         self.teacher_scoring_passes += 1
-        with self._teacher_forward_context():
-            return score_tokens(
-                teacher,
-                self._teacher_prompt_ids(inputs),
-                completion_ids,
-                completion_mask,
-                pad_token_id=self._tokenizer.pad_token_id,
-                temperature=self.temperature,
-                batch_size=batch_size,
-                chunk_size=self.args.teacher_chunk_size,
-                share_prompts=self.args.teacher_prompt_cache,
-            )
+        prompt_ids = self._teacher_prompt_ids(inputs)
+        # The teacher scores without dropout (TRL's `disable_dropout` is off by default); the live model's mode is
+        # restored for the loss pass.
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            with self._teacher_forward_context():
+                return score_tokens(
+                    teacher,
+                    prompt_ids,
+                    completion_ids,
+                    completion_mask,
+                    pad_token_id=self._tokenizer.pad_token_id,
+                    temperature=self.temperature,
+                    batch_size=batch_size,
+                    chunk_size=self.args.teacher_chunk_size,
+                    share_prompts=self.args.teacher_prompt_cache,
+                    fp32_head=self.args.cast_lm_head_to_fp32,
+                )
+        finally:
+            teacher.train(was_training)
 
     # ------------------------------------------------------------------------------------------------------------
     # Credit
