@@ -49,14 +49,12 @@ class EGRSDTrainer(GRPOTrainer):
         if not isinstance(args, EGRSDConfig):
             raise TypeError(f"EGRSDTrainer needs an EGRSDConfig, got {type(args).__name__}")
         if args.needs_teacher:
-            _check_privileged_columns(train_dataset, args, "train_dataset")
+            _refuse_environments(args, kwargs)
             eval_dataset = kwargs.get("eval_dataset")
             eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval_dataset", eval_dataset)]
-            for name, dataset in eval_sets:
+            for name, dataset in [("train_dataset", train_dataset), *eval_sets]:
                 _check_privileged_columns(dataset, args, name)
-
-        if args.needs_teacher:
-            _refuse_unsupported_teacher_inputs(args, train_dataset, kwargs)
+                _refuse_image_columns(dataset, args, name)
         frozen = args.needs_teacher and args.teacher_model == "frozen"
         if (
             frozen and not isinstance(model, str) and is_peft_model(model) and args.beta == 0.0
@@ -439,19 +437,22 @@ def _check_privileged_columns(dataset, args: EGRSDConfig, dataset_name: str) -> 
             )
 
 
-def _refuse_unsupported_teacher_inputs(args: EGRSDConfig, train_dataset, kwargs: dict) -> None:
-    """Inputs the teacher prompt cannot carry: fail when the trainer is built, not with a silently wrong teacher."""
+def _refuse_environments(args: EGRSDConfig, kwargs: dict) -> None:
     if kwargs.get("environment_factory") is not None:
         raise ValueError(
             f"credit_method={args.credit_method!r} does not support environment_factory: TRL appends the "
             "environment's reset observation to the student's prompt, which the teacher prompt would lack. Use "
             "credit_method='grpo' with environments, or put the observation in the dataset's prompt."
         )
-    columns = getattr(train_dataset, "column_names", None) or []
+
+
+def _refuse_image_columns(dataset, args: EGRSDConfig, dataset_name: str) -> None:
+    """The teacher prompt is text: images would reach the student only, so a teacher method refuses them."""
+    columns = getattr(dataset, "column_names", None) or []
     image_columns = [column for column in ("image", "images") if column in columns]
     if image_columns:
         raise ValueError(
-            f"credit_method={args.credit_method!r} scores a text-only teacher, but train_dataset has the multimodal "
+            f"credit_method={args.credit_method!r} scores a text-only teacher, but {dataset_name} has the multimodal "
             f"column(s) {image_columns} the teacher would not see. Use credit_method='grpo' for multimodal data, or "
             "remove the image columns."
         )
