@@ -56,9 +56,8 @@ class EGRSDTrainer(GRPOTrainer):
                 _check_privileged_columns(dataset, args, name)
                 _refuse_image_columns(dataset, args, name)
         frozen = args.needs_teacher and args.teacher_model == "frozen"
-        if (
-            frozen and not isinstance(model, str) and is_peft_model(model) and args.beta == 0.0
-        ):  # at beta > 0 TRL adds the same adapter itself
+        # A pre-existing adapter is part of the initial weights: keep a frozen copy (at beta > 0 TRL makes it itself).
+        if frozen and not isinstance(model, str) and is_peft_model(model) and args.beta == 0.0:
             _add_reference_adapter(model)
 
         # A frozen teacher is the initial weights. An instance is copied before TRL wraps it (DeepSpeed, DDP);
