@@ -39,42 +39,6 @@ def test_two_steps_of_each_method_train(make_trainer, method, teacher):
         assert all(torch.equal(before[name], teacher_params[name]) for name in before)
 
 
-def test_grpo_matches_trl_grpo_trainer(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
-    from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
-
-    args = tiny_args(tmp_path / "egrsd", credit_method="grpo")
-    ours = EGRSDTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=args,
-        train_dataset=arith_dataset,
-        processing_class=tokenizer,
-    )
-    ours.train()
-    reference_args = GRPOConfig(**tiny_training_settings(tmp_path / "trl"))
-    reference = GRPOTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=reference_args,
-        train_dataset=arith_dataset,
-        processing_class=tokenizer,
-    )
-    reference.train()
-    # GRPO's loss value is ~0 by construction (advantages are centred), so compare what it does: the updates.
-    ours_losses = [e["loss"] for e in ours.state.log_history if "loss" in e]
-    reference_losses = [e["loss"] for e in reference.state.log_history if "loss" in e]
-    assert ours_losses == pytest.approx(reference_losses, abs=1e-7)
-    assert [e["reward"] for e in ours.state.log_history if "reward" in e] == [
-        e["reward"] for e in reference.state.log_history if "reward" in e
-    ]
-    reference_params = dict(reference.model.named_parameters())
-    for name, param in ours.model.named_parameters():
-        torch.testing.assert_close(param, reference_params[name], atol=1e-6, rtol=0)
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    assert not torch.equal(initial.lm_head.weight, ours.model.lm_head.weight)
-
-
 def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(make_trainer, tokenizer, monkeypatch):
     """The teacher scores each rollout's own completion ids after the chat template of problem + privileged context;
     with learning rate 0 (weights fixed) the deferred credit equals one computed from a separate student pass."""
