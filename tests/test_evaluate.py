@@ -238,7 +238,7 @@ def test_load_local_benchmarks(tmp_path):
     (problem,) = load_benchmark(f"{parquet}:problem=question,answer=final")[1]
     assert (problem.problem, problem.answer) == ("What is 1+1?", "2")
 
-    with pytest.raises(KeyError, match="available columns"):
+    with pytest.raises(ValueError, match="available columns"):
         load_benchmark(f"{MAPPED}:problem=prompt")
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
+from .cli import run_cli
 from .configs import EGRSDConfig
 
 
@@ -165,17 +166,24 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     return trainer
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None) -> int:
+    """The `egrsd-train` console script: 0 after a successful run, 2 with one `error:` line for a user's mistake."""
+    return run_cli(_main, sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(argv: list[str]) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     parser = make_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
     if "--check" in argv:
         from .check import run_check
 
-        sys.exit(run_check(parser, argv))
+        status = run_check(parser, argv)
+        if status:
+            raise SystemExit(status)
+        return
     script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
-    return train(script_args, training_args, model_args)
+    train(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
