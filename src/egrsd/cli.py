@@ -49,6 +49,11 @@ def one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
+def looks_like_path(name: str) -> bool:
+    """A name written as a local path (./x, /x, ~/x, a/b/c, x/) rather than a Hub id 'org/name'."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
+
+
 def run_cli(main: Callable[..., Any], *args: Any) -> int:
     """Run a tool's body: 0 when it returns, exit status 2 with one `error:` line per problem on a `UserError`."""
     try:

@@ -109,12 +109,15 @@ def _has(row: Mapping[str, Any], column: str) -> bool:
 
 
 def check_columns(
-    path: str | Path, rows: Sequence[tuple[int, Mapping[str, Any]]], needed: Mapping[str, str], hint: str
+    path: str | Path,
+    rows: Sequence[tuple[int, Mapping[str, Any]]],
+    needed: Mapping[str, str],
+    hints: Mapping[str, str],
 ) -> list[str]:
-    """One problem line per needed column (role -> column) that the file lacks; `hint` says how to map it.
+    """One problem line per needed column (role -> column) that the file lacks; `hints[role]` says how to fix it.
 
     A column missing from every row is reported once, with the file's columns; one missing from some rows is
-    reported at the first such row's line (jsonl: the line number; other files: the row number).
+    reported at the first such row's line (JSON lines: the line number; a JSON list or parquet: the row number).
     """
     problems = []
     columns = sorted({key for _, row in rows for key in row})
@@ -123,7 +126,7 @@ def check_columns(
         if not missing:
             continue
         if len(missing) == len(rows):
-            problems.append(f"{path}: no column {column!r} (the {role}); its columns are {columns} — {hint}")
+            problems.append(f"{path}: no column {column!r} (the {role}); its columns are {columns} — {hints[role]}")
         else:
             more = f" ({len(missing) - 1} more rows lack it)" if len(missing) > 1 else ""
             problems.append(
@@ -131,3 +134,21 @@ def check_columns(
                 "or remove the row"
             )
     return problems
+
+
+def parquet_problems(path: str | Path, needed: Mapping[str, str], hints: Mapping[str, str]) -> list[str]:
+    """`check_columns` for a parquet file, from its schema and row count (nothing else is read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_metadata(path)
+        names = set(metadata.schema.to_arrow_schema().names)
+    except Exception as error:  # ArrowInvalid, OSError, ...: not a parquet file
+        return [f"{path}: not a readable parquet file ({one_line(error)}) — write it with pandas or datasets"]
+    if metadata.num_rows == 0:
+        return [f"{path}: the data file has no rows — write at least one row"]
+    return [
+        f"{path}: no column {column!r} (the {role}); its columns are {sorted(names)} — {hints[role]}"
+        for role, column in needed.items()
+        if column.split(".")[0] not in names
+    ]

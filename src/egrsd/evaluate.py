@@ -36,7 +36,7 @@ from egrsd.benchmarks import (
     parse_local_spec,
     split_benchmark_names,
 )
-from egrsd.cli import UserError, one_line, run_cli
+from egrsd.cli import UserError, looks_like_path, one_line, run_cli
 
 
 THINK_OPEN = "<think>"
@@ -471,7 +471,7 @@ def load_tokenizer(model: str):
     """The model's tokenizer; a folder that does not exist or a model that cannot be loaded is a `UserError`."""
     from transformers import AutoTokenizer
 
-    if looks_like_local_path(model) and not Path(model).exists():
+    if looks_like_path(model) and not Path(model).exists():
         raise UserError(f"no model folder {model}", "pass a folder with config.json and the tokenizer, or a Hub id")
     try:
         return AutoTokenizer.from_pretrained(model)
@@ -480,11 +480,6 @@ def load_tokenizer(model: str):
             f"cannot load the tokenizer of {model!r} ({one_line(error)[:300]})",
             "pass a model folder with its tokenizer files, or a Hub id this machine can download",
         ) from None
-
-
-def looks_like_local_path(name: str) -> bool:
-    """A name written as a path (./x, /x, ~/x, a/b/c) rather than a Hub id 'org/name'."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/") or Path(name).exists()
 
 
 def default_output_dir(config: EvalConfig) -> Path:

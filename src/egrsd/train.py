@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
-from .cli import run_cli
+from .cli import UserError, one_line, run_cli
 from .configs import EGRSDConfig
 
 
@@ -51,8 +51,15 @@ class EGRSDScriptArguments(ScriptArguments):
     check: bool = field(default=False, metadata={"help": "Validate the recipe, print it resolved, and exit."})
 
 
+class RecipeParser(TrlParser):
+    """TrlParser whose command-line errors are one `UserError` line instead of the whole usage text."""
+
+    def error(self, message: str):
+        raise UserError(message, "`egrsd-train --help` lists every key and the values it takes")
+
+
 def make_parser() -> TrlParser:
-    return TrlParser((EGRSDScriptArguments, EGRSDConfig, ModelConfig))
+    return RecipeParser((EGRSDScriptArguments, EGRSDConfig, ModelConfig))
 
 
 def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
@@ -77,23 +84,24 @@ def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
 
 
 def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig):
+    from .check import column_mapping, needs_solution
     from .data import load_math_dataset
 
-    mapping = script_args.dataset_column_mapping
-    if isinstance(mapping, str):
-        import json
-
-        mapping = json.loads(mapping)
-
     def load(split: str, **extra):
-        return load_math_dataset(
-            script_args.dataset_name,
-            split=split,
-            column_mapping=mapping,
-            config_name=script_args.dataset_config,
-            layout=script_args.dataset_layout,
-            **extra,
-        )
+        try:
+            return load_math_dataset(
+                script_args.dataset_name,
+                split=split,
+                column_mapping=column_mapping(script_args),
+                config_name=script_args.dataset_config,
+                layout=script_args.dataset_layout,
+                require_solution=needs_solution(training_args),
+                **extra,
+            )
+        except UserError:
+            raise
+        except (ValueError, FileNotFoundError) as error:  # the data module's messages name the set and the fix
+            raise UserError(f"dataset {script_args.dataset_name!r}: {one_line(error)}") from None
 
     train_dataset = load(
         script_args.dataset_train_split, max_samples=script_args.dataset_max_samples, seed=training_args.seed
@@ -126,9 +134,15 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
         model_init_kwargs.update(training_args.model_init_kwargs)
     training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+        )
+    except OSError as error:  # not on the Hub, offline, or a folder without tokenizer files
+        raise UserError(
+            f"cannot load the tokenizer of {model_path!r} ({one_line(error)[:300]})",
+            "pass a model folder with its tokenizer files, or a Hub id this machine can download",
+        ) from None
     tokenizer.padding_side = "left"
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
 
@@ -181,7 +195,10 @@ def _main(argv: list[str]) -> None:
         if status:
             raise SystemExit(status)
         return
-    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    from .check import parse_recipe, validate_recipe
+
+    script_args, training_args, model_args = parse_recipe(parser, argv)
+    validate_recipe(script_args, training_args, model_args)
     train(script_args, training_args, model_args)
 
 
