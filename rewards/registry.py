@@ -56,7 +56,7 @@ def known_reward_names() -> list[str]:
 
 def _unknown_name_error(name: str) -> ValueError:
     return ValueError(
-        f"unknown reward {name!r}. Registered rewards: {', '.join(known_reward_names())} "
+        f"unknown reward {name!r} — use a registered reward: {', '.join(known_reward_names())} "
         f"(with parameters: {', '.join(f'{n}(...)' for n in sorted(REWARD_FACTORIES))}). "
         "For your own reward function, give its import string 'package.module:function' (e.g. a file "
         "my_rewards.py in the working directory defining my_reward -> 'my_rewards:my_reward') or a file path "

@@ -70,7 +70,11 @@ def test_one_bad_pair_costs_only_itself():
     # A broken gold is None for its own rollouts only.
     assert [s for s, _ in grade_batch(completions[:3], ["2", r"\frac{", "1.5"])] == [1.0, None, 0.0]
     # A completion that is not text at all scores 0 without taking the batch with it.
-    assert accuracy_reward([think(r"\boxed{2}"), 12345, think(r"\boxed{5}")], answer=["2", "2", "5"]) == [1.0, 0.0, 1.0]
+    assert accuracy_reward([think(r"\boxed{2}"), 12345, think(r"\boxed{5}")], answer=["2", "2", "5"]) == [
+        1.0,
+        0.0,
+        1.0,
+    ]
 
 
 @pytest.mark.parametrize(

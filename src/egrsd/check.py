@@ -224,8 +224,11 @@ def parse_recipe(parser, argv: list[str]):
         raise
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
+        context = ""
+        if error.context and error.context_mark is not None and error.problem_mark is not None:
+            context = f" ({error.context} that starts at line {error.context_mark.line + 1})"
         raise UserError(
-            f"YAML syntax error: {error.problem or error.context}",
+            f"YAML syntax error: {error.problem or error.context}{context}",
             "fix that line (a missing space after ':', a stray indent or an unclosed bracket)",
             path=config_path,
             line=mark.line + 1 if mark is not None else None,
@@ -320,8 +323,8 @@ def run_check(parser, argv: list[str]) -> int:
 
     Returns 0 when the recipe is fine; a problem in it raises `UserError` (one line each; exit status 2 in the CLI).
     """
-    use_cpu = declared_use_cpu(argv)
     script_args, training_args, model_args = parse_recipe(parser, [*argv, "--use_cpu", "true"])
+    use_cpu = declared_use_cpu(argv)  # after the parse, which reports a broken YAML file
     return check_recipe(script_args, training_args, model_args, use_cpu=use_cpu)
 
 
