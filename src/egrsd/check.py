@@ -127,7 +127,7 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
     default_save_steps = EGRSDConfig.__dataclass_fields__["save_steps"].default
     if training_args.save_strategy == "no" and training_args.save_steps != default_save_steps:
         problems.append(
-            f"save_steps={training_args.save_steps} with save_strategy='no' saves no checkpoint — add "
+            f"save_steps={training_args.save_steps:g} with save_strategy='no' saves no checkpoint — add "
             "--save_strategy steps (the tiny recipes switch saving off), or drop save_steps"
         )
     problems += resume_problems(training_args)

@@ -6,6 +6,7 @@ A user's mistake is raised as `UserError(what, fix)` and printed as one line, `e
 program and keeps its traceback.
 """
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +48,13 @@ class UserError(ValueError):
 def one_line(text: Any) -> str:
     """An exception's text on one line (library messages often span several)."""
     return " ".join(str(text).split())
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose command-line mistakes are one `UserError` line like every other (`--help` still works)."""
+
+    def error(self, message: str):
+        raise UserError(message, f"`{self.prog} --help` lists the options")
 
 
 def looks_like_path(name: str) -> bool:

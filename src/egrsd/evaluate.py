@@ -36,7 +36,7 @@ from egrsd.benchmarks import (
     parse_local_spec,
     split_benchmark_names,
 )
-from egrsd.cli import UserError, looks_like_path, one_line, run_cli
+from egrsd.cli import ArgumentParser, UserError, looks_like_path, one_line, run_cli
 
 
 THINK_OPEN = "<think>"
@@ -601,7 +601,7 @@ def format_summary(results: Mapping[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egrsd-eval", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="egrsd-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model directory or Hub id")
     parser.add_argument(
         "--benchmarks",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cli import UserError, run_cli
+from .cli import ArgumentParser, UserError, run_cli
 
 
 AVERAGE = "average"
@@ -234,7 +234,7 @@ def write_frontier(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egrsd-frontier", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="egrsd-frontier", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="results JSONs written by egrsd-eval; the first is the reference")
     parser.add_argument("--labels", default=None, help="comma-separated, one per run (default: run directory)")
     parser.add_argument("--output-dir", default="outputs/frontier")

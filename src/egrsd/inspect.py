@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli import UserError, one_line, run_cli
+from .cli import ArgumentParser, UserError, one_line, run_cli
 
 
 CREDIT_DIR = "credit"
@@ -651,7 +651,7 @@ def _log_to_trackio(step: int, html_path: str, png_path: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egrsd-inspect", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="egrsd-inspect", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a training output_dir (or its credit/ folder)")
     parser.add_argument("--step", type=int, default=None, help="the logging step to render (default: latest saved)")
     return parser

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from egrsd.cli import UserError, run_cli
+from egrsd.cli import ArgumentParser, UserError, run_cli
 from egrsd.testbed import arithmetic
 
 
@@ -117,7 +117,7 @@ def _teacher_template(base, read_base_info) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egrsd-testbed", description=__doc__)
+    parser = ArgumentParser(prog="egrsd-testbed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("make-data", help="write train.jsonl and eval.jsonl (disjoint problems)")
