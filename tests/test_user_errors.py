@@ -23,7 +23,7 @@ USER_ERROR = 2
 
 
 def run(tmp_path, *command, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
     return subprocess.run(
         [sys.executable, *command], cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -140,7 +140,9 @@ def train_cases(tmp_path_factory):
     }
     runs = [argv + extra for argv, _ in cases.values() for extra in (["--check"], [])]
     opted_out = [*base, "--dataset_name", no_solution, "--dataset_column_mapping", '{"solution": null}', "--check"]
-    outcomes = run_each(tmp_path, "egrsd.train", [*runs, opted_out])
+    # A model named like a Hub id that is neither a folder here nor reachable: found when training loads it.
+    not_found = [*base, "--model_name_or_path", "models/qwen3-missing"]
+    outcomes = run_each(tmp_path, "egrsd.train", [*runs, opted_out, not_found])
     return {"cases": cases, "outcomes": outcomes, "out": out}
 
 
@@ -195,9 +197,13 @@ def test_train_mistake_is_one_line_before_any_model_loads(train_cases, name, mod
 
 
 def test_opting_out_of_the_solution_column_passes_the_check(train_cases):
-    outcome = train_cases["outcomes"][-1]
+    outcome = train_cases["outcomes"][-2]
     assert outcome["code"] == 0, outcome["stderr"][-3000:]
     assert "recipe OK" in outcome["stderr"]
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line(train_cases):
+    assert_one_clear_outcome(train_cases["outcomes"][-1], "cannot load the tokenizer of 'models/qwen3-missing'")
 
 
 def test_train_exits_0_after_a_successful_run(tmp_path):
