@@ -23,7 +23,7 @@ def template_fields(template: str) -> set[str]:
     if unknown or "" in fields:
         raise ValueError(
             f"teacher_template uses unknown placeholder(s) {sorted(unknown or {''})}; "
-            f"allowed: {['{' + p + '}' for p in TEMPLATE_PLACEHOLDERS]}. Escape literal braces as '{{' and '}}'."
+            f"allowed: {['{' + p + '}' for p in TEMPLATE_PLACEHOLDERS]}. Escape literal braces as '{{{{' and '}}}}'."
         )
     if "problem" not in fields:
         raise ValueError("teacher_template must contain '{problem}', where the student's prompt goes.")
