@@ -2,7 +2,8 @@
 
 TRL generates and scores the rollouts; this subclass then builds each rollout's teacher prompt (the same chat
 template with the reference solution added), appends the completion ids unchanged, runs one no-grad teacher forward
-scored in chunks, and hands TRL (B, T) advantages from `egrsd.credit`. Clipping, loss aggregation, gradient
+scored in chunks over the rollouts whose credit it can change (for rlsd, egrsd, cl_egrsd those with A != 0), and hands
+TRL (B, T) advantages from `egrsd.credit`. Clipping, loss aggregation, gradient
 accumulation, vLLM and PEFT stay TRL's.
 """
 
@@ -65,7 +66,7 @@ class EGRSDTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         self.credit_config = args.credit_config
         self.teacher = self._build_frozen_teacher(frozen_source) if args.teacher_model == "frozen" else None
-        self.teacher_scoring_passes = 0  # generation batches scored by the teacher on this rank
+        self.teacher_scoring_passes = 0  # teacher scoring calls on this rank (none when no rank has a row to score)
         self._credit_records: list[dict] = []  # per-token credit of a few rollouts, saved at logging steps
         self._credit_picks: dict[int, str] = {}  # rollout index in the generation batch -> "best" / "worst"
 
@@ -162,12 +163,12 @@ class EGRSDTrainer(GRPOTrainer):
             teacher_logps, teacher_entropy, scored_tokens_max = self._score_rows_with_teacher(
                 inputs, output, scored, mask
             )
+            # One H_ref for the generation batch of all ranks, so every micro-batch gates on the same scale.
+            entropy_ref = self._batch_entropy_ref(teacher_entropy, mask * scored.unsqueeze(1), scored_tokens_max)
         self._metrics[mode]["timing/teacher_scoring_s"].append(time.perf_counter() - start)
         output["teacher_logps"] = teacher_logps
         output["teacher_entropy"] = teacher_entropy
-        output["teacher_scored"] = scored
-        # One H_ref for the whole generation batch of all ranks, so every micro-batch gates on the same scale.
-        entropy_ref = self._batch_entropy_ref(teacher_entropy, mask * scored.unsqueeze(1), scored_tokens_max)
+        output["teacher_scored"] = scored  # rows with real teacher scores: the credit stats count only these
         output["credit_entropy_ref"] = torch.tensor(entropy_ref, device=teacher_entropy.device)
         if output.get("old_per_token_logps") is not None:
             output["advantages"] = self._apply_credit(output, output["old_per_token_logps"])
