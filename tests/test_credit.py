@@ -283,3 +283,13 @@ def test_skipping_a_row_whose_credit_needs_the_teacher_is_an_error():
         compute_credit("egrsd", torch.tensor([0.0, 1.0]), zeros, zeros, zeros, ones, scored=first_only)
     with pytest.raises(ValueError, match="'opsd' needs the teacher's scores of every row"):
         compute_credit("opsd", torch.zeros(2), zeros, zeros, None, ones, scored=first_only)
+
+
+def test_flat_group_rows():
+    from egrsd.credit import flat_group_rows
+
+    nan = float("nan")
+    rewards = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.0, 1.0, 0.0, 0.0, nan, 2.0, 2.0, nan, nan, nan, nan, nan])
+    assert flat_group_rows(rewards, 4).tolist() == [True] * 4 + [False] * 4 + [True] * 8
+    with pytest.raises(ValueError, match="multiple of 4"):
+        flat_group_rows(torch.zeros(6), 4)

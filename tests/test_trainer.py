@@ -243,13 +243,14 @@ def first_group_flat_reward(completions, **kwargs):
     return rewards
 
 
-def one_recorded_step(tmp_path, tiny_model_dir, tokenizer, arith_dataset, **overrides):
+def one_recorded_step(tmp_path, tiny_model_dir, tokenizer, arith_dataset, reward=first_group_flat_reward, **overrides):
     """One step (weights fixed) of 2 groups of 4 with `first_group_flat_reward`: the generation batch's outputs and
     the number of rows each teacher scoring call received."""
+    overrides = dict(per_device_train_batch_size=8, learning_rate=0.0, max_steps=1) | overrides
     trainer = EGRSDTrainer(
         model=tiny_model_dir,
-        reward_funcs=first_group_flat_reward,
-        args=tiny_args(tmp_path, per_device_train_batch_size=8, learning_rate=0.0, max_steps=1, **overrides),
+        reward_funcs=reward,
+        args=tiny_args(tmp_path, **overrides),
         train_dataset=arith_dataset,
         processing_class=tokenizer,
     )
@@ -344,3 +345,27 @@ def test_opsd_scores_every_rollout_even_in_flat_groups(tmp_path, tiny_model_dir,
     assert (output["advantages"][:4] == 0).all()
     assert scored_rows == [8] and output["teacher_scored"].all()
     assert trainer.state.log_history[0]["teacher/rows_scored_frac"] == 1.0
+
+
+def test_a_flat_group_with_an_inexact_mean_gets_zero_advantage(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+    """Eight rewards of 0.1 (wrong but well formatted under the recipes' weights): TRL's float32 A is -7.45e-5, not
+    0; the reward-grounded methods make it 0, so the group gets no credit and no teacher pass."""
+
+    def first_group_at_one_tenth(completions, **kwargs):
+        return [0.1] * 8 + [float(i) for i in range(8, len(completions))]
+
+    trainer, (output,), scored_rows = one_recorded_step(
+        tmp_path,
+        tiny_model_dir,
+        tokenizer,
+        arith_dataset,
+        reward=first_group_at_one_tenth,
+        credit_method="rlsd",
+        per_device_train_batch_size=16,
+        num_generations=8,
+    )
+    trl_advantages = torch.tensor(list(trainer._logs["advantages"]))
+    assert (trl_advantages[:8] != 0).all() and (trl_advantages[:8].abs() < 1e-3).all()  # TRL's float dust
+    assert output["advantages"][:8].tolist() == [0.0] * 8
+    assert torch.equal(output["advantages"][8:], trl_advantages[8:])
+    assert scored_rows == [8] and output["teacher_scored"].tolist() == [False] * 8 + [True] * 8

@@ -109,6 +109,24 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def flat_group_rows(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) bool: the rows of groups (`group_size` consecutive rows) whose rewards are all equal, NaN ignored.
+
+    Such a group's GRPO advantage A = (r - mean) / (std + eps) is 0 in exact arithmetic, but float32 leaves dust when
+    the mean of equal rewards is inexact: eight rollouts rewarded 0.1 each (wrong but well formatted, under the
+    recipes' weights 1.0 and 0.1) get A = -7.45e-5. The reward-grounded methods set it to 0 exactly, as the method
+    defines it, so their zero credit and the teacher skipping (`rows_needing_teacher`) see the group as flat.
+    """
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be (N,) with N a multiple of {group_size}, got {tuple(rewards.shape)}")
+    grouped = rewards.view(-1, group_size)
+    scorable = ~torch.isnan(grouped)
+    largest = torch.where(scorable, grouped, -math.inf).max(dim=1).values
+    smallest = torch.where(scorable, grouped, math.inf).min(dim=1).values
+    flat = (largest == smallest) | ~scorable.any(dim=1)
+    return flat.repeat_interleave(group_size)
+
+
 def rows_needing_teacher(method: str, advantages: torch.Tensor, skip_zero_advantage: bool = True) -> torch.Tensor:
     """(B,) bool: the rollouts whose credit depends on the teacher's scores.
 

@@ -2,9 +2,9 @@
 
 TRL generates and scores the rollouts; this subclass then builds each rollout's teacher prompt (the same chat
 template with the reference solution added), appends the completion ids unchanged, runs one no-grad teacher forward
-scored in chunks over the rollouts whose credit it can change (for rlsd, egrsd, cl_egrsd those with A != 0), and hands
-TRL (B, T) advantages from `egrsd.credit`. Clipping, loss aggregation, gradient
-accumulation, vLLM and PEFT stay TRL's.
+scored in chunks over the rollouts whose credit it can change (for rlsd, egrsd, cl_egrsd those with A != 0), and
+hands TRL (B, T) advantages from `egrsd.credit`. Clipping, loss aggregation, gradient accumulation, vLLM and PEFT
+stay TRL's.
 """
 
 import contextlib
@@ -27,7 +27,15 @@ from trl.trainer.utils import (
 )
 
 from .configs import EGRSDConfig
-from .credit import ENTROPY_METHODS, compute_credit, resolve_entropy_ref, rows_needing_teacher, with_entropy_ref
+from .credit import (
+    ENTROPY_METHODS,
+    REWARD_GROUNDED_METHODS,
+    compute_credit,
+    flat_group_rows,
+    resolve_entropy_ref,
+    rows_needing_teacher,
+    with_entropy_ref,
+)
 from .scoring import score_tokens
 from .teacher import build_teacher_prompt, required_columns
 
@@ -146,6 +154,7 @@ class EGRSDTrainer(GRPOTrainer):
         start = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
         self._metrics[mode]["timing/rollout_s"].append(time.perf_counter() - start)
+        self._zero_flat_group_advantages(output, mode)
         if self._recording_credit(mode):
             self._prepare_credit_records(output)
         if not self.args.needs_teacher:
@@ -176,6 +185,25 @@ class EGRSDTrainer(GRPOTrainer):
         # log-probs are then exactly the rollout-time ones and the credit is applied there (see `_compute_loss`).
         return output
 
+    def _zero_flat_group_advantages(self, output, mode: str) -> None:
+        """rlsd, egrsd, cl_egrsd: A = 0 exactly for a group rewarded all alike (TRL's float arithmetic may leave
+        ~1e-4; see `credit.flat_group_rows`). Only where TRL centres rewards per group: with `normalize_then_sum` a
+        flat group's A is re-centred on the batch and need not be 0."""
+        if (
+            self.args.credit_method not in REWARD_GROUNDED_METHODS
+            or self.multi_objective_aggregation != "sum_then_normalize"
+        ):
+            return
+        # TRL's own combined reward, from the rewards of all processes (groups may span processes).
+        rewards_per_func = self._last_rewards_per_func
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        advantages = output["advantages"]
+        offset = self.accelerator.process_index * advantages.size(0)
+        flat = flat_group_rows(rewards, group_size)[offset : offset + advantages.size(0)]
+        output["advantages"] = advantages.masked_fill(flat.to(advantages.device), 0.0)
+
     def _score_rows_with_teacher(
         self, inputs: list[dict], output: dict, scored: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -185,8 +213,9 @@ class EGRSDTrainer(GRPOTrainer):
         stand in for them and `teacher_scored` keeps it out of the credit stats. ZeRO-3 gathers parameters in every
         forward, collectively, so every rank must run the same number of teacher forwards: the ranks agree on the
         largest count of rows to score (one gather) and each pads its own to it with dummy rows (a copy of one of its
-        rows with an empty completion mask, scored nowhere and discarded). Returns also the largest count of valid
-        scored tokens on any rank (for the H_ref gather).
+        rows with an empty completion mask, scored nowhere and discarded; one position wide on a rank with no row of
+        its own, so nearly free). Returns also the largest count of valid scored tokens on any rank (for the H_ref
+        gather).
         """
         mode = "train" if self.model.training else "eval"
         device = output["completion_ids"].device
