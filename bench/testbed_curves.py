@@ -26,7 +26,7 @@ from testbed_frontier import COLOURS, METHODS, run  # noqa: E402
 
 
 # The eval metrics TRL logs (prefixed "eval_" in the log history) that make a curve point.
-ACCURACY_KEY = "eval_rewards/accuracy/mean"
+ACCURACY_KEY = "eval_rewards/accuracy_reward/mean"
 TOKENS_KEY = "eval_completions/mean_length"
 EXTRA_KEYS = {"clipped_ratio": "eval_completions/clipped_ratio", "eval_seconds": "eval_runtime"}
 # Longest runs first, so the last ones to finish are short: a step costs about its rollouts' length, and after 30
