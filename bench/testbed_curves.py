@@ -202,8 +202,9 @@ def plot(curves: dict, base: dict, path: Path, token_target: float = 0.4) -> Non
         plane.annotate(str(steps[-1]), (tokens[-1], accuracy[-1]), xytext=(4, 4), textcoords="offset points",
                        color=colour, fontsize=8)  # fmt: skip
     for axis in (by_step, plane):
-        axis.axhline(100 * base["accuracy"], color="black", linestyle=":", linewidth=1)
-    tokens_by_step.axhline(token_target * base["mean_tokens"], color="black", linestyle=":", linewidth=1)
+        axis.axhline(100 * base["accuracy"], color="black", linestyle=":", linewidth=1, label="base (step 0)")
+    tokens_by_step.axhline(token_target * base["mean_tokens"], color="black", linestyle=":", linewidth=1,
+                           label=f"{token_target:g}x the base's tokens")  # fmt: skip
     plane.axvline(token_target * base["mean_tokens"], color="black", linestyle=":", linewidth=1)
     plane.scatter([base["mean_tokens"]], [100 * base["accuracy"]], marker="s", color="black", zorder=3)
     plane.annotate("base (step 0)", (base["mean_tokens"], 100 * base["accuracy"]), xytext=(-70, 6),
@@ -211,8 +212,9 @@ def plot(curves: dict, base: dict, path: Path, token_target: float = 0.4) -> Non
     by_step.set(xlabel="training step", ylabel="held-out accuracy, avg@K (%)", title="Accuracy (mean ± sd over seeds)")
     tokens_by_step.set(xlabel="training step", ylabel="mean completion tokens", title="Length")
     plane.set(xlabel="mean completion tokens", ylabel="held-out accuracy, avg@K (%)",
-              title="Paths in the accuracy-length plane (end: last step)")  # fmt: skip
+              title="Paths in the accuracy-length plane (label: last step)")  # fmt: skip
     by_step.legend()
+    tokens_by_step.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
