@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("grpo", "opsd", "rlsd", "egrsd", "cl_egrsd")
+COLOURS = dict(zip(METHODS, ("tab:gray", "tab:orange", "tab:green", "tab:blue", "tab:purple")))
 
 
 def parse_args(argv=None):
@@ -138,15 +139,14 @@ def plot(table: dict, runs: list[dict], path: Path) -> None:
     axis.scatter([table["base"]["mean_tokens"]], [100 * table["base"]["accuracy"]], marker="s", color="black")
     axis.annotate("base", (table["base"]["mean_tokens"], 100 * table["base"]["accuracy"]), xytext=(5, 5),
                   textcoords="offset points")  # fmt: skip
-    colours = dict(zip(METHODS, ("tab:gray", "tab:orange", "tab:green", "tab:blue", "tab:purple")))
     for method, entry in table.items():
         if method == "base":
             continue
         seeds = [r for r in runs if r["method"] == method]
-        axis.scatter([r["mean_tokens"] for r in seeds], [100 * r["accuracy"] for r in seeds], color=colours[method],
+        axis.scatter([r["mean_tokens"] for r in seeds], [100 * r["accuracy"] for r in seeds], color=COLOURS[method],
                      alpha=0.35, s=18)  # fmt: skip
         axis.errorbar(entry["mean_tokens"], 100 * entry["accuracy_mean"], yerr=100 * entry["accuracy_sd"], fmt="o",
-                      color=colours[method], label=method, capsize=3)  # fmt: skip
+                      color=COLOURS[method], label=method, capsize=3)  # fmt: skip
     axis.set_xlabel("mean completion tokens (held-out)")
     axis.set_ylabel("accuracy, avg@K (%)")
     axis.set_title("Testbed frontier: up and to the left is better")

@@ -2,8 +2,12 @@
 # Look at the credit page the way a person would: build a sample step, render it with egrsd-inspect, screenshot it in
 # headless Chromium and check the pixels, so a page that parses but shows nothing (or no colour) fails loudly.
 #
-#   scripts/screenshot_credit.sh [OUT_DIR] [--update-docs]
+#   scripts/screenshot_credit.sh [OUT_DIR] [--update-docs] [--run=RUN_DIR [--step=N]]
 #
+# --run=RUN_DIR screenshots a real run's saved page instead (the latest step, or --step=N), e.g. the demo's:
+#   scripts/screenshot_credit.sh /tmp/shot --run=outputs/demo/cl_egrsd --step=5 --update-docs
+# The pixel floors below were set on the sample; a real step can miss them honestly (e.g. groups that all scored
+# alike have A = 0, hence pale credit): pick another step.
 # The sample is one cl_egrsd logging step of the arithmetic testbed, tokenized per character: two prompt groups, the
 # best and worst rollout of each. Log-probs and entropies are hand-made (a verification span where the teacher stays
 # uncertain, forks that resolve at once, a wrong digit the teacher rejects); Ahat, m, g and L come from
@@ -19,17 +23,23 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
 OUT=""
 UPDATE_DOCS=0
+RUN_DIR=""
+STEP=""
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
+    --run=*) RUN_DIR="${arg#--run=}" ;;
+    --step=*) STEP="${arg#--step=}" ;;
     *) OUT="$arg" ;;
   esac
 done
 OUT="${OUT:-$(mktemp -d)}"
-RUN="$OUT/run"
-mkdir -p "$RUN"
+RUN="${RUN_DIR:-$OUT/run}"
+mkdir -p "$OUT" "$RUN"
+RUN="$(cd "$RUN" && pwd)"  # chromium needs an absolute file:// URL
 command -v chromium >/dev/null || { echo "chromium not found: apt-get install -y chromium" >&2; exit 1; }
 
+if [ -z "$RUN_DIR" ]; then  # the hand-made sample step
 "$PY" - "$RUN" <<'PYTHON'
 import sys
 
@@ -105,8 +115,9 @@ for row, (group, pick, reward, completion, _) in enumerate(rollouts):
     )  # fmt: skip
 print(write_step_records(run_dir, 10, records))
 PYTHON
+fi
 
-"$PY" -m egrsd.inspect "$RUN" | tee "$OUT/inspect.txt"
+"$PY" -m egrsd.inspect "$RUN" ${STEP:+--step "$STEP"} | tee "$OUT/inspect.txt"
 HTML="$(sed -n 's/^html: //p' "$OUT/inspect.txt")"
 
 screenshot() {  # screenshot URL PNG

@@ -30,6 +30,10 @@ def test_demo_runs_end_to_end_at_small_sizes(tmp_path, capsys, monkeypatch):
     assert "| verbose base |" in printed and "| + cl_egrsd |" in printed
     assert (tmp_path / "frontier" / "frontier.png").exists()
     assert (tmp_path / "eval-cl_egrsd" / "results.json").exists()
+    # The training run's credit, saved at each logging step: the page of the last one is printed.
+    page = printed.split("credit page of the last step: ")[1].split()[0]
+    assert page == str(tmp_path / "cl_egrsd" / "credit" / "step_00002.html") and os.path.getsize(page) > 0
+    assert (tmp_path / "cl_egrsd" / "credit" / "step_00001.jsonl").exists()
 
 
 def test_valid_derivation_needs_every_step_line_in_order():

@@ -31,6 +31,8 @@ class EGRSDScriptArguments(ScriptArguments):
         dataset_column_mapping: {role: your column} for the roles problem / solution / answer.
         dataset_layout: the registered set whose layout a local copy or another Hub id follows.
         dataset_max_samples: keep at most this many training rows (after shuffling with the seed).
+        dataset_test_max_samples: with `eval_strategy` on, evaluate on at most this many rows of
+            `dataset_test_split` (the same rows whatever the training seed: the first ones of a generated set).
         reward_funcs: reward names from `rewards` or import strings `package.module:function`.
         check: validate the recipe and print the resolved configuration, then exit (no model or data download).
     """
@@ -44,6 +46,9 @@ class EGRSDScriptArguments(ScriptArguments):
         metadata={"help": "A registered set whose column layout a local copy follows, e.g. 'deepscaler'."},
     )
     dataset_max_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
+    dataset_test_max_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many rows of dataset_test_split (fixed rows)."}
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
         metadata={"help": "Reward names (see `rewards`) or import strings 'package.module:function'."},
@@ -106,7 +111,10 @@ def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig)
     train_dataset = load(
         script_args.dataset_train_split, max_samples=script_args.dataset_max_samples, seed=training_args.seed
     )
-    eval_dataset = load(script_args.dataset_test_split) if training_args.eval_strategy != "no" else None
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        # seed 0, not the training seed: every run of a comparison evaluates on the same held-out rows.
+        eval_dataset = load(script_args.dataset_test_split, max_samples=script_args.dataset_test_max_samples, seed=0)
     return train_dataset, eval_dataset
 
 

@@ -257,6 +257,10 @@ class EGRSDTrainer(GRPOTrainer):
         start = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
         self._metrics[mode]["timing/rollout_s"].append(time.perf_counter() - start)
+        if mode == "eval":
+            # TRL's evaluation loop (`prediction_step`) logs the rollouts' rewards and lengths and a loss from the
+            # sequence-level advantages TRL just computed: held-out metrics need no teacher pass and no credit.
+            return output
         self._zero_flat_group_advantages(output, mode)
         if self._recording_credit(mode):
             self._prepare_credit_records(output)

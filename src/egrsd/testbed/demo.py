@@ -9,6 +9,7 @@ way, and prints base vs trained accuracy and length, with the frontier plot.
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ from .base import shipped_base_path
 
 # Held-out sampling as in training (temperature 1, no top-k/top-p), with room for the longest verbose trace.
 EVAL_ARGS = ["--backend", "transformers", "--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "0"]
+# The trainer saves the per-token credit of 4 rollouts (best and worst of two groups) at every logging step, and
+# renders each step as a page (egrsd-inspect): what the gate and the lookahead did on real rollouts.
+CREDIT_OVERRIDES = ["--log_completions", "true", "--num_credit_rollouts", "4"]
 # Per-step training metrics worth a column: (log key, header, format).
 STEP_COLUMNS = (
     ("reward", "reward", "{:.2f}"),
@@ -86,6 +90,19 @@ def comparison(base: dict, trained: dict, method: str) -> str:
     return "\n".join(lines)
 
 
+def credit_pages(run_dir: Path) -> str:
+    """Where the training run's credit pages are, and the last step's page."""
+    from ..inspect import available_steps, step_path
+
+    steps = available_steps(run_dir)
+    if not steps:
+        return f"no credit pages under {run_dir / 'credit'} (num_credit_rollouts 0 or log_completions off)"
+    return (
+        f"credit pages: steps {steps[0]}-{steps[-1]} under {run_dir / 'credit'} (egrsd-inspect {run_dir} --step N)\n"
+        f"credit page of the last step: {step_path(run_dir, steps[-1], '.html')}"
+    )
+
+
 def main(argv=None):
     from ..frontier import main as frontier_main
     from ..train import main as train_main
@@ -101,7 +118,9 @@ def main(argv=None):
 
     print(f"[demo] 2/4 training it with {method} ({args.recipe})", flush=True)
     run_dir = output_dir / method
-    train_main(["--config", args.recipe, "--output_dir", str(run_dir), *args.train_overrides])
+    for stale in ("credit", "completions"):  # pages of an earlier demo would outlive a shorter run
+        shutil.rmtree(run_dir / stale, ignore_errors=True)
+    train_main(["--config", args.recipe, "--output_dir", str(run_dir), *CREDIT_OVERRIDES, *args.train_overrides])
     log_history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
 
     print("[demo] 3/4 evaluating the trained model on the same problems", flush=True)
@@ -119,6 +138,7 @@ def main(argv=None):
     print(f"\nTraining, step by step ({method}):\n{step_table(log_history)}\n")
     print(f"Held-out chain arithmetic, base vs trained:\n{comparison(base, trained, method)}\n")
     print(f"frontier plot: {output_dir / 'frontier' / 'frontier.png'}")
+    print(credit_pages(run_dir))
     print(f"demo finished in {time.time() - started:.0f} s")
 
 
