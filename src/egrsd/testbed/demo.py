@@ -5,6 +5,7 @@ Evaluates the shipped verbose base on the held-out chain-arithmetic problems, tr
 way, and prints base vs trained accuracy and length, with the frontier plot.
 
     python -m egrsd.testbed.demo --recipe recipes/tiny/cl_egrsd/config.yaml
+    python -m egrsd.testbed.demo --backend vllm   # rollouts and evaluation through vLLM (make install-vllm)
 """
 
 import argparse
@@ -16,7 +17,9 @@ from .base import shipped_base_path
 
 
 # Held-out sampling as in training (temperature 1, no top-k/top-p), with room for the longest verbose trace.
-EVAL_ARGS = ["--backend", "transformers", "--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "0"]
+EVAL_ARGS = ["--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "0"]
+# `--backend vllm`: the recipe's rollouts through a colocated vLLM engine (the recipe itself stays as it is).
+VLLM_TRAIN_ARGS = ["--use_vllm", "true", "--vllm_mode", "colocate"]
 # Per-step training metrics worth a column: (log key, header, format).
 STEP_COLUMNS = (
     ("reward", "reward", "{:.2f}"),
@@ -36,6 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("--num-samples", type=int, default=2, help="samples per held-out problem (K)")
     parser.add_argument("--max-problems", type=int, default=200, help="held-out problems evaluated")
     parser.add_argument("--max-new-tokens", type=int, default=320)
+    parser.add_argument(
+        "--backend", choices=("transformers", "vllm"), default="transformers", help="rollouts and evaluation"
+    )
     parser.add_argument("train_overrides", nargs="*", help="extra egrsd-train arguments, e.g. --max_steps 10")
     return parser.parse_args(argv)
 
@@ -54,6 +60,7 @@ def evaluate(model: str, output_dir: Path, args) -> dict:
                 "--max-new-tokens", str(args.max_new_tokens),
                 "--batch-size", str(args.max_problems),
                 "--output-dir", str(output_dir),
+                "--backend", args.backend,
                 *EVAL_ARGS,
             ]
         )  # fmt: skip
@@ -100,7 +107,8 @@ def main(argv=None):
 
     print(f"[demo] 2/4 training it with {method} ({args.recipe})", flush=True)
     run_dir = output_dir / method
-    trainer = train_main(["--config", args.recipe, "--output_dir", str(run_dir), *args.train_overrides])
+    backend_args = VLLM_TRAIN_ARGS if args.backend == "vllm" else []
+    trainer = train_main(["--config", args.recipe, "--output_dir", str(run_dir), *backend_args, *args.train_overrides])
 
     print("[demo] 3/4 evaluating the trained model on the same problems", flush=True)
     eval_dir = output_dir / f"eval-{method}"
