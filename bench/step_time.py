@@ -10,6 +10,10 @@ The breakdown comes from the trainers' own timers: TRL's `step_time` (the `train
 stretches of it from the outside (its rollout batch, and its no-grad teacher forward inside the loss).
 
     python bench/step_time.py --repeats 15 --json step_time.json
+    .venv-vllm/bin/python bench/step_time.py --vllm --repeats 15   # rollouts through colocated vLLM (CPU build)
+
+With `--vllm` (grpo, rlsd, egrsd, cl_egrsd) each trainer generates through its own colocated vLLM engine, loaded
+from the same model saved to disk, and every step syncs the trainer's weights into it first, as a training step does.
 """
 
 import argparse
@@ -36,6 +40,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 
 METHODS = ("grpo", "rlsd", "egrsd", "cl_egrsd", "trl_sdpo")
+VLLM_METHODS = ("grpo", "egrsd", "cl_egrsd")  # the default with --vllm; SDPOTrainer has no vLLM path here
 # The SDPO teacher reads the reference solution in the same words as EGRSD's default teacher template, so both
 # teachers score prompts of about the same length.
 SDPO_FEEDBACK_TEMPLATE = (
@@ -62,12 +67,20 @@ def parse_args(argv=None):
         default=True,
         help="EGRSDTrainer scores each distinct teacher prompt once per group, as the tiny recipes do",
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--methods", nargs="+", default=None, choices=METHODS, help="default: all (--vllm: grpo egrsd cl_egrsd)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="the 2-layer, 32-wide test model (smoke runs)")
     parser.add_argument("--json", default=None, help="write the results here")
-    return parser.parse_args(argv)
+    parser.add_argument("--vllm", action="store_true", help="rollouts through colocated vLLM (make install-vllm)")
+    args = parser.parse_args(argv)
+    if args.methods is None:
+        args.methods = list(VLLM_METHODS if args.vllm else METHODS)
+    if args.vllm and "trl_sdpo" in args.methods:
+        parser.error("--vllm times EGRSDTrainer's methods only: drop trl_sdpo from --methods")
+    return args
 
 
 def machine_info(threads: int) -> dict:
@@ -165,6 +178,8 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
     overrides = SMOKE_TEST_SIZE if args.tiny else {}
     model = build_tiny_qwen3(tokenizer, seed=args.seed, **overrides)
     settings = common_settings(args, os.path.join(output_dir, method))
+    if args.vllm:
+        model, settings = vllm_model_and_settings(model, tokenizer, settings, output_dir)
     if method == "trl_sdpo":
         from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
 
@@ -206,6 +221,23 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
     timer = StepTimer()
     trainer.add_callback(timer)
     return trainer, timer
+
+
+def vllm_model_and_settings(model, tokenizer, settings: dict, output_dir: str):
+    """--vllm: the model as a saved folder (vLLM loads it by path) and the trainer settings for colocated vLLM."""
+    if model.config.head_dim < 32:  # vLLM's CPU attention starts at head size 32 (the --tiny model has 16)
+        from egrsd.testbed.model import SMOKE_TEST_SIZE, build_tiny_qwen3
+
+        model = build_tiny_qwen3(tokenizer, seed=settings["seed"], **dict(SMOKE_TEST_SIZE, head_dim=32))
+    path = os.path.join(output_dir, "vllm-model")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    min_tokens = settings["generation_kwargs"]
+    settings = dict(settings, use_vllm=True, vllm_mode="colocate")
+    # vLLM's SamplingParams names transformers' min_new_tokens `min_tokens`.
+    settings["generation_kwargs"] = {"min_tokens": min_tokens["min_new_tokens"]} if min_tokens else None
+    return path, settings
 
 
 def instrument_sdpo(trainer) -> None:
@@ -256,6 +288,8 @@ def run_step(trainer, timer: StepTimer) -> dict:
     """Run one optimizer step; return its wall time and the trainer's own breakdown of it (seconds)."""
     if hasattr(trainer, "bench_timings"):
         trainer.bench_timings.update(rollout=0.0, teacher=0.0, step=0.0)
+    if getattr(trainer, "use_vllm", False):
+        trainer._last_loaded_step = -1  # each train() call restarts at step 0: sync every step, as training does
     trainer.train()
     wall = timer.durations[-1]
     if hasattr(trainer, "bench_timings"):
@@ -363,6 +397,7 @@ def main(argv=None) -> dict:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "seed": args.seed,
+        "rollouts": "vllm colocate" if args.vllm else "transformers",
         "command": "python bench/step_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     print_table(result, methods)
