@@ -4,11 +4,17 @@ Rules (the same in training and evaluation):
 
 * Only the text after the LAST `</think>` is the answer section; a boxed answer inside the thinking block does not
   count, and a completion that never closes its thinking block scores 0.0.
-* The final answer is the LAST `\boxed{...}` in the answer section (the model's last stated answer). Hedging by
-  boxing several candidates gains nothing, since only the last one is read; the `format` reward additionally asks
-  for exactly one. If that last box is unterminated (`\boxed{` cut off) there is no answer.
+* The final answer is the boxed answer in the answer section. Several boxes are read together, as math-verify's own
+  extraction reads them (`\boxed{1}, \boxed{2}` is the answer `1, 2`): right for a multi-part gold such as `(1, 2)`,
+  and worth 0 for a scalar gold, so boxing several candidates gains nothing; the `format` reward additionally asks for
+  exactly one box. If the last box is unterminated (`\boxed{` cut off) there is no answer.
 * The gold answer is read from the `answer` column: plain or LaTeX, optionally `$...$`-wrapped or itself boxed (the
-  last box counts). A gold that math-verify cannot parse gives None, which TRL skips, for every completion.
+  last box counts). A gold that math-verify cannot parse, or parses only as text, gives None, which TRL skips, for
+  every completion (and `egrsd-eval` counts as ungradable).
+* Before parsing, both sides are lightly normalized: `$...$`, `1\,000`, and the constants `\mathrm{e}`, `\mathrm{i}`,
+  `\text{e}`, ... written bare (see `rewards.text.normalize_answer`).
+* Each (answer, gold) pair is graded on its own: a pair that breaks the grader scores 0.0 (or None when the gold is
+  at fault), never its neighbours.
 * Equivalence is math-verify's (numbers, fractions, intervals, sets, units, percents, degrees, ...), run in a
   time-bounded worker process; see `rewards.verifier`.
 """
@@ -17,8 +23,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rewards.text import answer_section, completion_text, last_boxed_answer, normalize_answer
-from rewards.verifier import GradingWorkerError, grade_pairs
+from rewards.text import answer_section, completion_text, final_boxed_answer, last_boxed_answer, normalize_answer
+from rewards.verifier import grade_pairs
 
 
 logger = logging.getLogger(__name__)
@@ -28,16 +34,16 @@ TIMEOUT_STATUSES = ("timeout", "killed")
 
 
 def extract_final_answer(completion: str) -> str | None:
-    r"""The final answer of a thinking-mode completion: the last `\boxed{...}` after the last `</think>`.
+    r"""The final answer of a thinking-mode completion: the boxed answer after the last `</think>`.
 
-    None when the thinking block is never closed or no (complete, non-empty) boxed answer follows it. Conversational
-    completions (a list of messages) are accepted too.
+    Several boxes there are read together, as math-verify reads them (`rewards.text.final_boxed_answer`). None when
+    the thinking block is never closed or no complete, non-empty boxed answer follows it (or the last box is cut
+    off). Conversational completions (a list of messages) are accepted too.
     """
     section = answer_section(completion_text(completion))
     if section is None:
         return None
-    answer = last_boxed_answer(section)
-    return answer.strip() if answer is not None else None
+    return final_boxed_answer(section)
 
 
 def gold_answer(gold: Any) -> str | None:
@@ -50,24 +56,42 @@ def gold_answer(gold: Any) -> str | None:
     return text or None
 
 
+def _extract(completion: Any) -> tuple[str | None, str, bool]:
+    """(answer or None, its normalized form, whether reading failed): one completion's trouble stays its own."""
+    try:
+        answer = extract_final_answer(completion)
+        return answer, (normalize_answer(answer) if answer is not None else ""), False
+    except Exception:
+        logger.exception("reading one completion's answer failed; it scores 0.0")
+        return None, "", True
+
+
+def _gold(gold: Any) -> str | None:
+    try:
+        return gold_answer(gold)
+    except Exception:
+        logger.exception("reading one gold answer failed; its completions are skipped (None)")
+        return None
+
+
 def grade_with_status(completions: Sequence[Any], golds: Sequence[Any]) -> list[tuple[float | None, str | None, str]]:
-    """(score, extracted answer, status) per completion; the status says how the score was decided."""
+    """(score, extracted answer, status) per completion; the status says how the score was decided.
+
+    Each (answer, gold) pair is graded on its own: a pair that cannot be read or graded gets 0.0 (the answer's fault)
+    or None (the gold's), never its neighbours.
+    """
     if len(completions) != len(golds):
         raise ValueError(f"got {len(completions)} completions but {len(golds)} gold answers")
-    try:
-        extracted = [extract_final_answer(c) for c in completions]
-        parsed_golds = [gold_answer(g) for g in golds]
-        # A missing answer is still sent (as "") so that an unparseable gold gives None for every rollout.
-        pairs = [(normalize_answer(a) if a is not None else "", g or "") for a, g in zip(extracted, parsed_golds)]
-        verdicts = grade_pairs(pairs)
-    except GradingWorkerError:
-        raise
-    except Exception:
-        logger.exception("grading failed unexpectedly; these completions are skipped (None)")
-        return [(None, None, "error")] * len(completions)
+    extracted = [_extract(c) for c in completions]
+    parsed_golds = [_gold(g) for g in golds]
+    # A missing answer is still sent (as "") so that an unparseable gold gives None for every rollout.
+    pairs = [(normalized, gold or "") for (_, normalized, _), gold in zip(extracted, parsed_golds)]
+    verdicts = grade_pairs(pairs)
     results = []
-    for answer, (score, status) in zip(extracted, verdicts):
-        if answer is None and score is not None:
+    for (answer, _, failed), gold, (score, status) in zip(extracted, parsed_golds, verdicts):
+        if failed and gold is not None:
+            score, status = 0.0, "error"
+        elif answer is None and score is not None:
             score = 0.0
         results.append((score, answer, status))
     return results

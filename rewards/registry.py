@@ -56,7 +56,7 @@ def known_reward_names() -> list[str]:
 
 def _unknown_name_error(name: str) -> ValueError:
     return ValueError(
-        f"unknown reward {name!r}. Registered rewards: {', '.join(known_reward_names())} "
+        f"unknown reward {name!r} — use a registered reward: {', '.join(known_reward_names())} "
         f"(with parameters: {', '.join(f'{n}(...)' for n in sorted(REWARD_FACTORIES))}). "
         "For your own reward function, give its import string 'package.module:function' (e.g. a file "
         "my_rewards.py in the working directory defining my_reward -> 'my_rewards:my_reward') or a file path "
@@ -98,7 +98,11 @@ def _import_from_file(path: Path):
         raise ImportError(f"cannot load {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # registered first so the function pickles by reference in this process
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]  # a fixed file is read again on the next try
+        raise
     return module
 
 
@@ -114,6 +118,11 @@ def _load_import_string(target: str) -> Any:
             module = _import_from_file(path)
         else:
             module = _import_module(location)
+    except SyntaxError as error:
+        raise ValueError(
+            f"cannot import reward {target!r}: {error.filename}:{error.lineno}: syntax error ({error.msg}) — fix that "
+            "line of the reward module"
+        ) from None
     except (ImportError, FileNotFoundError) as error:
         raise ValueError(f"cannot import reward {target!r}: {error}") from error
     obj: Any = module

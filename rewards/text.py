@@ -18,6 +18,13 @@ _BARE_TOKEN = re.compile(r"[^\s$\\{}]+")
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
 # A thousands separator written as a LaTeX space between digit groups: 1\,000 or 1\ 000 (math-verify reads 1*000).
 _LATEX_THOUSANDS_SPACE = re.compile(r"(?<=\d)(?:\\,|\\ |\\!|~)(?=\d{3}(?!\d))")
+# The constants e, i and pi set upright or as text: `\mathrm{e}`, `\text{i}`, `{\rm e}`, `\mathrm{\pi}`. The parser
+# reads `\mathrm{e}` as a text symbol, and `\mathrm{i}`, or `\mathrm{e}` inside a fraction, not at all, so the
+# wrapper is dropped: the bare letter is Euler's number or the imaginary unit.
+# Other letters keep it (`5\text{ m}` is a unit).
+_WRAPPED_CONSTANT = re.compile(
+    r"\\(?:mathrm|text|textrm|textit|mathit|mathnormal|operatorname|rm)\s*\{\s*(e|i|\\pi)\s*\}|\{\s*\\rm\s+(e|i)\s*\}"
+)
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -92,6 +99,24 @@ def _matching_braces(text: str) -> dict[int, int]:
     return closing
 
 
+def final_boxed_answer(text: str) -> str | None:
+    r"""The final answer of an answer section: its boxed part, or several boxed parts read together.
+
+    One box: its content. Several: math-verify's own reading of such an answer, the boxes joined as one list
+    (`\boxed{1}, \boxed{2}` reads as `1, 2`, which matches the gold `(1, 2)` and not the gold `1`; identical boxes read
+    as one). None when there is no complete, non-empty box, or the last box is unterminated (the answer was cut off).
+    """
+    answers = boxed_answers(text)
+    if not answers or answers[-1] is None:
+        return None
+    parts = [answer.strip() for answer in answers if answer is not None and answer.strip()]
+    if not parts:
+        return None
+    if len(set(parts)) == 1:
+        return parts[0]
+    return ", ".join(parts)
+
+
 def last_boxed_answer(text: str) -> str | None:
     """The content of the last boxed answer in `text`, or None if there is none or the last one is unterminated."""
     answers = boxed_answers(text)
@@ -102,11 +127,15 @@ def last_boxed_answer(text: str) -> str | None:
 
 
 def normalize_answer(answer: str) -> str:
-    r"""Light, meaning-preserving clean-up before math-verify: surrounding `$`, LaTeX-space thousands separators.
+    r"""Light, meaning-preserving clean-up before math-verify: surrounding `$`, LaTeX-space thousands separators, and
+    the constants e, i and pi set upright or as text.
 
-    math-verify reads `1\,000` as 1·000 = 0, so the digit groups are joined first.
+    math-verify reads `1\,000` as 1·000 = 0, so the digit groups are joined first; it misreads `\mathrm{e}` and
+    `\mathrm{i}` (`1 - \frac{1}{\mathrm{e}}` parses as the text `1 - \frac{1}{`), so these constants lose their
+    wrapper.
     """
     answer = answer.strip()
     if len(answer) >= 2 and answer.startswith("$") and answer.endswith("$"):
         answer = answer.strip("$").strip()
+    answer = _WRAPPED_CONSTANT.sub(lambda m: m.group(1) or m.group(2), answer)
     return _LATEX_THOUSANDS_SPACE.sub("", answer)

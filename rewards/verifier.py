@@ -270,6 +270,9 @@ MIN_PAIRS_PER_WORKER = 8
 
 _workers = [GradingWorker() for _ in range(_default_worker_count())]
 _cache: OrderedDict[tuple[str, str], float | None] = OrderedDict()
+# Golds the worker has parsed to mathematics (verdict statuses that say so), for the "identical" shortcut.
+_parseable_golds: OrderedDict[str, None] = OrderedDict()
+PARSED_GOLD_STATUSES = ("ok", "identical", "answer_unparseable")
 _cache_lock = threading.Lock()
 
 
@@ -320,20 +323,39 @@ def _grade_with_workers(pairs: list[tuple[str, str]]) -> list[tuple[float | None
     return results
 
 
+def _canonical_integer(text: str) -> str:
+    """An integer literal without its sign's `+` and leading zeros: compared as text, so any length is exact."""
+    sign = "-" if text.startswith("-") else ""
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    return ("" if digits == "0" else sign) + digits
+
+
 def precheck(answer: str, gold: str) -> tuple[float | None, str] | None:
     """A verdict decided from the text alone, or None when math-verify has to look at the pair."""
     if not gold or len(gold) > MAX_ANSWER_CHARS:
         return None, "gold_unparseable"
-    if _WHITESPACE.sub("", answer) == _WHITESPACE.sub("", gold):
-        return 1.0, "identical"
-    if _INTEGER.fullmatch(answer) and _INTEGER.fullmatch(gold):
-        # Most competition answers are integers; comparing them needs no parser (and is exact).
-        return float(int(answer) == int(gold)), "integer"
+    gold_is_integer = _INTEGER.fullmatch(gold) is not None
+    if _INTEGER.fullmatch(answer) and gold_is_integer:
+        # Most competition answers are integers; comparing them needs no parser (and no int(): Python refuses to
+        # convert strings of over 4300 digits).
+        return float(_canonical_integer(answer) == _canonical_integer(gold)), "integer"
     if len(answer) > MAX_ANSWER_CHARS:
         return 0.0, "too_long"
+    # An identical answer is right only if the gold means something: a gold the parser cannot read is None for
+    # every answer, so this shortcut waits until the worker has parsed that gold once.
+    if (gold_is_integer or gold in _parseable_golds) and _WHITESPACE.sub("", answer) == _WHITESPACE.sub("", gold):
+        return 1.0, "identical"
     if exponent_nesting(answer) > MAX_EXPONENT_NESTING:
         return 0.0, "exponent_tower"
     return None
+
+
+def _precheck_pair(answer: str, gold: str) -> tuple[float | None, str] | None:
+    try:
+        return precheck(answer, gold)
+    except Exception:  # a bug in a text check must cost this pair only
+        logger.exception("the text checks failed on one answer; it scores 0.0")
+        return 0.0, "error"
 
 
 def grade_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[float | None, str]]:
@@ -346,7 +368,7 @@ def grade_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[float | None, st
     to_worker: dict[tuple[str, str], list[int]] = {}
     with _cache_lock:
         for i, (answer, gold) in enumerate(pairs):
-            decided = precheck(answer, gold)
+            decided = _precheck_pair(answer, gold)
             if decided is None and (answer, gold) in _cache:
                 _cache.move_to_end((answer, gold))
                 decided = (_cache[(answer, gold)], "cached")
@@ -363,6 +385,10 @@ def grade_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[float | None, st
                     results[i] = outcome
                 if outcome[1] != "unavailable":
                     _cache[pair] = outcome[0]
+                if outcome[1] in PARSED_GOLD_STATUSES:
+                    _parseable_golds[pair[1]] = None
+            while len(_parseable_golds) > CACHE_SIZE:
+                _parseable_golds.popitem(last=False)
             while len(_cache) > CACHE_SIZE:
                 _cache.popitem(last=False)
     return results

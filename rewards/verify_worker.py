@@ -7,7 +7,8 @@ Protocol (JSON lines; stdout carries nothing else, stray prints from libraries a
   worker -> parent, once at start:  {"ready": true}
   parent -> worker, per batch:      {"pairs": [[answer, gold], ...], "budget": seconds}
   worker -> parent, per pair, in order, as soon as it is graded:  [index, verdict, status]
-where verdict is 1.0, 0.0 or null (gold unparseable), status is "ok", "gold_unparseable", "timeout" or "error".
+where verdict is 1.0, 0.0 or null (gold unparseable), status is "ok", "identical", "answer_unparseable",
+"gold_unparseable", "timeout" or "error". A gold that parses to text only (no mathematics) is unparseable.
 
 Each pair runs under its own wall-clock budget (a SIGALRM timer; this is the worker's main thread, so signals work,
 and math-verify's own signal timeouts are switched off so the two never fight over the alarm). Work stuck inside C
@@ -103,17 +104,31 @@ def main() -> None:
             parsed = parse(text, extraction_config=plain_config, parsing_timeout=None) or parsed
         return parsed
 
+    def is_mathematics(parsed: list) -> bool:
+        # math-verify returns [expression, text] when it reads something, and only the text when it does not.
+        return any(not isinstance(p, str) for p in parsed)
+
+    def parse_gold(gold: str) -> list | None:
+        try:
+            parsed = parse_expression(gold)
+        except Exception:
+            return None
+        return parsed if is_mathematics(parsed) else None
+
     def grade_pair(answer: str, gold: str) -> tuple[float | None, str]:
         if gold not in parsed_golds:
             if len(parsed_golds) > 50_000:
                 parsed_golds.clear()
-            parsed_golds[gold] = parse_expression(gold)
+            parsed_golds[gold] = parse_gold(gold)
         gold_parsed = parsed_golds[gold]
-        if not gold_parsed:
+        if gold_parsed is None:
             return None, "gold_unparseable"
+        if "".join(answer.split()) == "".join(gold.split()):
+            return 1.0, "identical"
         answer_parsed = parse_expression(answer)
-        if not answer_parsed:
-            return 0.0, "ok"
+        if not is_mathematics(answer_parsed):
+            # Text only: nothing to compare (an answer identical to the gold was accepted above).
+            return 0.0, "answer_unparseable"
         return float(verify(gold_parsed, answer_parsed, timeout_seconds=None)), "ok"
 
     def grade_within(answer: str, gold: str, budget: float) -> tuple[float | None, str]:

@@ -162,6 +162,18 @@ def test_summarize_hand_built():
     assert metrics["ungradable_samples"] == 1
 
 
+def test_summarize_leaves_problems_with_an_ungradable_gold_out_of_accuracy():
+    samples = [sample("a", True, 10, 0, False, score=1.0), sample("a", False, 20, 0, False, score=0.0)]
+    samples += [sample("bad-gold", False, 30, 0, True, score=None), sample("bad-gold", False, 40, 0, True, score=None)]
+    metrics = summarize(samples)
+    assert metrics["num_problems"] == 2 and metrics["ungradable_samples"] == 2
+    assert metrics["accuracy"] == pytest.approx(0.5)  # problem "a" only, not (0.5 + 0) / 2
+    assert metrics["pass@k"] == pytest.approx(1.0)
+    assert metrics["mean_completion_tokens"] == pytest.approx(25.0)  # lengths count every sample
+    assert metrics["truncation_rate"] == pytest.approx(0.5)
+    assert summarize(samples[2:])["accuracy"] == 0.0  # nothing gradable
+
+
 def test_summarize_k_and_unequal_counts():
     samples = [sample("a", True, 1, 0, False), sample("a", False, 1, 0, False), sample("a", False, 1, 0, False)]
     samples += [sample("b", True, 3, 0, False), sample("b", True, 3, 0, False)]
@@ -238,7 +250,7 @@ def test_load_local_benchmarks(tmp_path):
     (problem,) = load_benchmark(f"{parquet}:problem=question,answer=final")[1]
     assert (problem.problem, problem.answer) == ("What is 1+1?", "2")
 
-    with pytest.raises(KeyError, match="available columns"):
+    with pytest.raises(ValueError, match="available columns"):
         load_benchmark(f"{MAPPED}:problem=prompt")
 
 

@@ -257,11 +257,12 @@ def test_cli_prints_paths_of_the_latest_step(tmp_path, capsys):
     assert "step_00005.html" in capsys.readouterr().out
 
 
-def test_cli_explains_how_to_get_records(tmp_path):
+def test_cli_explains_how_to_get_records(tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main([str(tmp_path)])
-    message = str(exited.value)
-    assert message.startswith("egrsd-inspect: no credit records") and "log_completions: true" in message
+    assert exited.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: no credit records") and "— " in message and "log_completions: true" in message
 
 
 class FakeMedia:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from egrsd.check import METHOD_KEYS, run_check
+from egrsd.cli import run_cli
 from egrsd.train import make_parser
 
 
@@ -19,7 +20,11 @@ NAMING_KEYS = ("output_dir", "run_name", "hub_model_id")
 
 
 def check(argv):
-    return run_check(make_parser(), argv)
+    """The exit status of `egrsd-train ... --check`, its error lines on stderr."""
+    try:
+        return run_cli(run_check, make_parser(), argv)
+    except SystemExit as exited:
+        return exited.code
 
 
 def test_there_is_a_recipe_per_model_and_method():
@@ -103,7 +108,7 @@ def write_recipe(tmp_path, **changes):
     ],
 )
 def test_bad_recipes_get_one_clear_message(tmp_path, capsys, changes, message):
-    assert check(["--config", write_recipe(tmp_path, **changes), "--check"]) == 1
+    assert check(["--config", write_recipe(tmp_path, **changes), "--check"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, errors
     assert message in errors[0]

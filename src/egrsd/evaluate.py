@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import statistics
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -30,9 +31,12 @@ from egrsd.benchmarks import (
     Problem,
     build_messages,
     check_benchmark_name,
+    is_local_spec,
     load_benchmark,
+    parse_local_spec,
     split_benchmark_names,
 )
+from egrsd.cli import ArgumentParser, UserError, looks_like_path, one_line, run_cli
 
 
 THINK_OPEN = "<think>"
@@ -137,9 +141,10 @@ def summarize(samples: Iterable[Mapping[str, Any]], k: int | None = None) -> dic
     """Benchmark metrics from graded samples.
 
     Each sample needs `prompt_id`, `correct` (bool), `completion_tokens`, `thinking_tokens` and `truncated`; an
-    optional `score` of None marks an ungradable gold answer (counted as incorrect). `k` defaults to the smallest
-    number of samples any problem has. Accuracy is avg@K: the mean over problems of each problem's fraction of
-    correct samples (equal to pass@1).
+    optional `score` of None marks an ungradable gold answer. A problem whose samples are all ungradable (its gold
+    cannot be parsed) is left out of accuracy and pass@k, not counted as wrong; lengths and truncation count every
+    sample. `k` defaults to the smallest number of samples any problem has. Accuracy is avg@K: the mean over the
+    gradable problems of each problem's fraction of correct samples (equal to pass@1); 0 when none is gradable.
     """
     samples = list(samples)
     if not samples:
@@ -147,22 +152,35 @@ def summarize(samples: Iterable[Mapping[str, Any]], k: int | None = None) -> dic
     by_problem: dict[str, list[Mapping[str, Any]]] = {}
     for sample in samples:
         by_problem.setdefault(str(sample["prompt_id"]), []).append(sample)
-    counts = [(len(group), sum(bool(s["correct"]) for s in group)) for group in by_problem.values()]
-    k = min(n for n, _ in counts) if k is None else k
+    k = min(len(group) for group in by_problem.values()) if k is None else k
+    counts = [
+        (len(group), sum(bool(s["correct"]) for s in group))
+        for group in by_problem.values()
+        if not all(_ungradable(s) for s in group)
+    ]
+
+    def mean_over_problems(values) -> float:
+        values = list(values)
+        return statistics.fmean(values) if values else 0.0
+
     completion_tokens = [s["completion_tokens"] for s in samples]
     return {
         "num_problems": len(by_problem),
         "num_samples": len(samples),
         "k": k,
-        "accuracy": statistics.fmean(c / n for n, c in counts),
-        "pass@1": statistics.fmean(pass_at_k(n, c, 1) for n, c in counts),
-        "pass@k": statistics.fmean(pass_at_k(n, c, k) for n, c in counts),
+        "accuracy": mean_over_problems(c / n for n, c in counts),
+        "pass@1": mean_over_problems(pass_at_k(n, c, 1) for n, c in counts),
+        "pass@k": mean_over_problems(pass_at_k(n, c, k) for n, c in counts),
         "mean_completion_tokens": statistics.fmean(completion_tokens),
         "median_completion_tokens": float(statistics.median(completion_tokens)),
         "mean_thinking_tokens": statistics.fmean(s["thinking_tokens"] for s in samples),
         "truncation_rate": statistics.fmean(bool(s["truncated"]) for s in samples),
-        "ungradable_samples": sum(1 for s in samples if "score" in s and s["score"] is None),
+        "ungradable_samples": sum(1 for s in samples if _ungradable(s)),
     }
+
+
+def _ungradable(sample: Mapping[str, Any]) -> bool:
+    return "score" in sample and sample["score"] is None
 
 
 def average_metrics(per_benchmark: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -472,6 +490,21 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def load_tokenizer(model: str):
+    """The model's tokenizer; a folder that does not exist or a model that cannot be loaded is a `UserError`."""
+    from transformers import AutoTokenizer
+
+    if looks_like_path(model) and not Path(model).exists():
+        raise UserError(f"no model folder {model}", "pass a folder with config.json and the tokenizer, or a Hub id")
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as error:  # not found on the Hub or offline, or a folder without a tokenizer
+        raise UserError(
+            f"cannot load the tokenizer of {model!r} ({one_line(error)[:300]})",
+            "pass a model folder with its tokenizer files, or a Hub id this machine can download",
+        ) from None
+
+
 def default_output_dir(config: EvalConfig) -> Path:
     name = Path(config.model).name if Path(config.model).exists() else config.model.replace("/", "__")
     return Path("outputs") / "eval" / f"{name}-budget{config.max_new_tokens}-k{config.num_samples}"
@@ -479,13 +512,11 @@ def default_output_dir(config: EvalConfig) -> Path:
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Generate, grade and summarize; writes results.json and samples.jsonl to the output dir, returns the results."""
-    from transformers import AutoTokenizer
-
     backend = config.backend or default_backend()
     if backend not in ("vllm", "transformers"):
-        raise ValueError(f"unknown backend {backend!r}; choose vllm or transformers")
+        raise UserError(f"unknown backend {backend!r}", "choose vllm or transformers")
     if config.num_samples < 1 or config.max_new_tokens < 1:
-        raise ValueError("num_samples and max_new_tokens must be at least 1")
+        raise UserError("num_samples and max_new_tokens must be at least 1", "pass positive values")
     output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
 
     benchmarks: dict[str, list[Problem]] = {}
@@ -495,8 +526,15 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         if name in benchmarks:
             raise ValueError(f"two benchmarks are both named {name!r}; rename one of the files")
         benchmarks[name], sources[name] = problems, source
+        empty = [p.id for p in problems if not p.problem.strip()]
+        if empty:
+            print(
+                f"warning: {name}: {len(empty)} problem(s) with an empty text (ids {empty[:5]}); the model is asked "
+                "to answer nothing there. Fix or remove those rows.",
+                file=sys.stderr,
+            )
 
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    tokenizer = load_tokenizer(config.model)
     eos_ids = end_of_sequence_ids(config.model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     think_open_id, think_close_id = thinking_token_ids(tokenizer)
@@ -535,6 +573,13 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         # The long completion text last, so the JSONL stays readable line by line.
         sample.update(correct=score == 1.0, score=score, extracted_answer=extracted, gold=gold, completion=completion)
 
+    ungradable = sorted({(s["benchmark"], s["prompt_id"]) for s in samples if s["score"] is None})
+    if ungradable:
+        print(
+            f"warning: {len(ungradable)} problem(s) have a gold answer the grader cannot parse, e.g. "
+            f"{ungradable[:3]}: counted as ungradable (ungradable_samples) and left out of accuracy, not scored wrong",
+            file=sys.stderr,
+        )
     per_benchmark = {
         name: summarize([s for s in samples if s["benchmark"] == name], k=config.num_samples) for name in benchmarks
     }
@@ -579,7 +624,7 @@ def format_summary(results: Mapping[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egrsd-eval", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="egrsd-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model directory or Hub id")
     parser.add_argument(
         "--benchmarks",
@@ -612,14 +657,21 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(**values)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     parser = build_parser()
     config = config_from_args(parser.parse_args(argv))
     for name in config.benchmarks:
         try:
             check_benchmark_name(name)
         except ValueError as error:
-            parser.error(str(error))
+            what, _, fix = str(error).partition(" Known benchmarks: ")
+            raise UserError(what.rstrip("."), f"known benchmarks: {fix}" if fix else None) from None
+        if is_local_spec(name) and not parse_local_spec(name)[0].is_file():
+            raise UserError("no such benchmark file", "check the path", path=str(parse_local_spec(name)[0]))
     results = evaluate(config)
     print(format_summary(results))
     output_dir = Path(results["output_dir"])
@@ -627,4 +679,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

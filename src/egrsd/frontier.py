@@ -11,10 +11,13 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .cli import ArgumentParser, UserError, run_cli
 
 
 AVERAGE = "average"
@@ -55,12 +58,10 @@ def default_label(path: Path) -> str:
 def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[Run]:
     """Read results JSONs; labels default to each file's run directory (or stem), made unique."""
     if labels is not None and len(labels) != len(paths):
-        raise ValueError(f"got {len(labels)} labels for {len(paths)} runs")
+        raise UserError(f"got {len(labels)} labels for {len(paths)} runs", "give one label per results file, in order")
     runs = []
     for index, path in enumerate(map(Path, paths)):
-        results = json.loads(path.read_text(encoding="utf-8"))
-        if "benchmarks" not in results:
-            raise ValueError(f"{path} is not an egrsd-eval results file (no 'benchmarks' key)")
+        results = _read_results(path)
         label = labels[index] if labels is not None else default_label(path)
         runs.append(Run(label=label, path=path, benchmarks=results["benchmarks"]))
     seen: dict[str, int] = {}
@@ -69,6 +70,31 @@ def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) 
         if seen[run.label] > 1:
             run.label = f"{run.label}-{seen[run.label]}"
     return runs
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """An egrsd-eval results file, or a `UserError` naming the file (and the line of a JSON syntax error)."""
+    hint = "pass the results.json that egrsd-eval wrote (<output-dir>/results.json)"
+    if path.is_dir() and (path / "results.json").is_file():
+        path = path / "results.json"
+    if not path.is_file():
+        raise UserError("no such results file", hint, path=str(path))
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError("not a text file", hint, path=str(path)) from None
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"not valid JSON ({error.msg}, column {error.colno})", hint, path=str(path), line=error.lineno
+        ) from None
+    if not isinstance(results, dict) or not isinstance(results.get("benchmarks"), dict):
+        raise UserError("not an egrsd-eval results file (no 'benchmarks' table)", hint, path=str(path))
+    for name, metrics in results["benchmarks"].items():
+        needed = ("accuracy", "pass@1", "pass@k", "mean_completion_tokens")
+        missing = [key for key in needed if key not in metrics] if isinstance(metrics, dict) else list(needed)
+        if missing:
+            raise UserError(f"benchmark {name!r} lacks the metrics {missing}", hint, path=str(path))
+    return results
 
 
 def benchmark_names(runs: Sequence[Run]) -> list[str]:
@@ -208,7 +234,7 @@ def write_frontier(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egrsd-frontier", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="egrsd-frontier", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="results JSONs written by egrsd-eval; the first is the reference")
     parser.add_argument("--labels", default=None, help="comma-separated, one per run (default: run directory)")
     parser.add_argument("--output-dir", default="outputs/frontier")
@@ -216,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     args = build_parser().parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
     written = write_frontier(args.runs, args.output_dir, labels, args.metric)
@@ -225,4 +255,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,10 +14,13 @@ import json
 import math
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from .cli import ArgumentParser, UserError, one_line, run_cli
 
 
 CREDIT_DIR = "credit"
@@ -205,13 +208,25 @@ def load_step_records(output_dir: str | os.PathLike, step: int | None = None) ->
     directory = credit_dir(output_dir)
     files = _step_files(directory)
     if not files:
-        raise NoCreditRecordsError(f"no credit records in {directory}: {ENABLE_HINT}")
+        raise NoCreditRecordsError(f"no credit records in {directory} — {ENABLE_HINT}")
     if step is None:
         step = max(files)
     elif step not in files:
-        raise NoCreditRecordsError(f"no credit records for step {step} in {directory}; saved steps: {sorted(files)}")
-    text = files[step].read_text(encoding="utf-8")
-    records = [normalize_record(json.loads(line)) for line in text.splitlines() if line.strip()]
+        raise NoCreditRecordsError(
+            f"no credit records for step {step} in {directory} — pass one of the saved steps: {sorted(files)}"
+        )
+    records = []
+    for number, line in enumerate(files[step].read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(normalize_record(json.loads(line)))
+            except ValueError as error:  # JSONDecodeError is a ValueError too
+                raise UserError(
+                    f"not a credit record ({one_line(error)})",
+                    "these files are written by the trainer; re-run the step or delete the file",
+                    path=str(files[step]),
+                    line=number,
+                ) from None
     return step, records
 
 
@@ -636,20 +651,27 @@ def _log_to_trackio(step: int, html_path: str, png_path: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egrsd-inspect", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="egrsd-inspect", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a training output_dir (or its credit/ folder)")
     parser.add_argument("--step", type=int, default=None, help="the logging step to render (default: latest saved)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     args = build_parser().parse_args(argv)
+    if not Path(args.run_dir).is_dir():
+        raise UserError(f"no such folder {args.run_dir}", "pass a training output_dir (or its credit/ folder)")
     try:
         html_path, png_path = render_step(args.run_dir, args.step)
     except NoCreditRecordsError as error:
-        raise SystemExit(f"egrsd-inspect: {error}") from None
+        what, _, fix = str(error).partition(" — ")
+        raise UserError(what, fix or None) from None
     print(f"html: {html_path}\npng: {png_path}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

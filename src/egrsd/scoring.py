@@ -32,6 +32,25 @@ def naive_logps_and_entropy(
     return logps, entropy
 
 
+def logit_transform(config) -> tuple[float, float | None]:
+    """(logit scale, final-logit softcap) of a model config, read as TRL's fused LM head reads them.
+
+    Cohere's `logit_scale` (or `output_multiplier`) and Falcon-H1's `lm_head_multiplier` multiply the logits; Granite's
+    and MiniCPM3's `logits_scaling` divides them (HyperCLOVA X multiplies by it); Gemma 2's `final_logit_softcapping`
+    caps them at +-c with c * tanh(z / c), after the scale.
+    """
+    text_config = config.get_text_config()
+    scale = None
+    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
+        scale = getattr(text_config, name, None)
+        if scale is not None:
+            break
+    logits_scaling = getattr(text_config, "logits_scaling", None)
+    if scale is None and logits_scaling is not None:
+        scale = logits_scaling if text_config.model_type == "hyperclovax" else 1 / logits_scaling
+    return (1.0 if scale is None else scale), getattr(text_config, "final_logit_softcapping", None)
+
+
 @torch.no_grad()
 def chunked_logps_and_entropy(
     hidden: torch.Tensor,
@@ -41,30 +60,59 @@ def chunked_logps_and_entropy(
     bias: torch.Tensor | None = None,
     temperature: float = 1.0,
     chunk_size: int | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
+    fp32_head: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log p(target) and entropy of softmax((hidden @ weight.T + bias) / temperature), chunk by chunk of positions.
+    """Log p(target) and entropy of softmax(transform(hidden @ weight.T + bias) / temperature), chunk by chunk.
+
+    The semantics are those of TRL's fused LM head (what the student's log-probs come from): the projection runs in
+    the autocast dtype when autocast is on, else in the hidden states' dtype, or in float32 with `fp32_head` (TRL's
+    `cast_lm_head_to_fp32`); then, in float32, the logits are multiplied by `logit_scale`, softcapped
+    (`softcap * tanh(z / softcap)`) and divided by the temperature.
 
     Args:
         hidden: (N, H) final hidden states (after the last norm).
         weight: (V, H) LM head weight; bias: (V,) or None.
         targets: (N,) token ids scored at each position.
         chunk_size: positions per chunk (default: `default_chunk_size(V)`).
+        logit_scale, softcap: the model's logit transform (see `logit_transform`).
+        fp32_head: project in float32, outside autocast.
 
     Returns:
         (N,) float32 log-probs and (N,) float32 entropies (nats).
     """
+    device = hidden.device
+    if fp32_head:
+        compute_dtype = torch.float32
+    elif torch.is_autocast_enabled(device.type):
+        compute_dtype = torch.get_autocast_dtype(device.type)
+    else:
+        compute_dtype = hidden.dtype
+    # Cast once, not per chunk (a no-op when the dtypes already agree).
+    weight = weight.to(compute_dtype)
+    bias = None if bias is None else bias.to(compute_dtype)
+    inverse_temperature = 1 / temperature
     num_positions = hidden.size(0)
     chunk_size = chunk_size or default_chunk_size(weight.size(0))
-    logps = torch.empty(num_positions, dtype=torch.float32, device=hidden.device)
-    entropy = torch.empty(num_positions, dtype=torch.float32, device=hidden.device)
-    for start in range(0, num_positions, chunk_size):
-        end = min(start + chunk_size, num_positions)
-        logits = nn.functional.linear(hidden[start:end], weight, bias).float()
-        if temperature != 1.0:
-            logits.div_(temperature)
-        log_probs = logits.sub_(torch.logsumexp(logits, dim=-1, keepdim=True))  # in place: one (c, V) buffer
-        logps[start:end] = log_probs.gather(-1, targets[start:end].unsqueeze(-1)).squeeze(-1)
-        entropy[start:end] = -log_probs.exp().mul_(log_probs).sum(-1)
+    logps = torch.empty(num_positions, dtype=torch.float32, device=device)
+    entropy = torch.empty(num_positions, dtype=torch.float32, device=device)
+    with torch.autocast(device.type, enabled=False):
+        for start in range(0, num_positions, chunk_size):
+            end = min(start + chunk_size, num_positions)
+            logits = hidden[start:end].to(compute_dtype) @ weight.t()
+            if bias is not None:
+                logits.add_(bias)
+            logits = logits.float()
+            if logit_scale != 1.0:
+                logits.mul_(logit_scale)
+            if softcap is not None:
+                logits = logits.div_(softcap).tanh_().mul_(softcap)
+            if inverse_temperature != 1.0:
+                logits.mul_(inverse_temperature)
+            log_probs = logits.sub_(torch.logsumexp(logits, dim=-1, keepdim=True))  # in place: one (c, V) buffer
+            logps[start:end] = log_probs.gather(-1, targets[start:end].unsqueeze(-1)).squeeze(-1)
+            entropy[start:end] = -log_probs.exp().mul_(log_probs).sum(-1)
     return logps, entropy
 
 
@@ -176,6 +224,7 @@ def score_tokens(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     share_prompts: bool = False,
+    fp32_head: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of each row's completion tokens after its own prompt, under `model`.
 
@@ -193,6 +242,8 @@ def score_tokens(
         completion_ids, completion_mask: (B, T), right-padded; positions with mask 0 are not scored (0 returned).
         batch_size: rows per forward (default: all).
         share_prompts: run each distinct prompt of a row batch once (see above).
+        fp32_head: project the LM head in float32 (TRL's `cast_lm_head_to_fp32`); otherwise in the autocast dtype
+            when the caller runs under autocast, as TRL's fused head.
 
     Returns:
         (B, T) float32 log-probs and entropies.
@@ -200,8 +251,7 @@ def score_tokens(
     causal_lm = _unwrap_causal_lm(model)
     backbone = causal_lm.get_decoder()
     head = causal_lm.get_output_embeddings()
-    if getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None):
-        raise NotImplementedError("teacher scoring does not implement final-logit softcapping (e.g. Gemma 2)")
+    logit_scale, softcap = logit_transform(causal_lm.config)
     if any(len(row) == 0 for row in prompt_ids):
         raise ValueError("every teacher prompt needs at least one token: its last one predicts the completion")
     rows, length = completion_ids.shape
@@ -229,6 +279,9 @@ def score_tokens(
                 bias=getattr(head, "bias", None),
                 temperature=temperature,
                 chunk_size=chunk_size,
+                logit_scale=logit_scale,
+                softcap=softcap,
+                fp32_head=fp32_head,
             )
         logps[start:end][selected] = chunk_logps
         entropy[start:end][selected] = chunk_entropy

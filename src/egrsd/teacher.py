@@ -1,7 +1,7 @@
 """The privileged teacher's prompt: the student's prompt with the reference solution joined to the last user turn."""
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -23,7 +23,7 @@ def template_fields(template: str) -> set[str]:
     if unknown or "" in fields:
         raise ValueError(
             f"teacher_template uses unknown placeholder(s) {sorted(unknown or {''})}; "
-            f"allowed: {['{' + p + '}' for p in TEMPLATE_PLACEHOLDERS]}. Escape literal braces as '{{' and '}}'."
+            f"allowed: {['{' + p + '}' for p in TEMPLATE_PLACEHOLDERS]}. Escape literal braces as '{{{{' and '}}}}'."
         )
     if "problem" not in fields:
         raise ValueError("teacher_template must contain '{problem}', where the student's prompt goes.")
@@ -41,16 +41,42 @@ def required_columns(template: str, solution_column: str = "solution") -> list[s
     return columns
 
 
+_CONTENT_SENTINEL = "EGRSD-USER-CONTENT-SENTINEL"
+
+
+def user_turn_markers(render: Callable[[list[dict[str, str]]], str], bos_token: str | None = None) -> tuple[str, str]:
+    """The text a chat template writes before and after a user message's content (ChatML: "<|im_start|>user" and a
+    newline, then "<|im_end|>"): how the last user turn of an already-formatted string prompt is found.
+
+    `render(messages)` renders a conversation without the generation prompt. Returns ("", "") when the template does
+    not show the content exactly once.
+    """
+    text = render([{"role": "user", "content": _CONTENT_SENTINEL}])
+    if text.count(_CONTENT_SENTINEL) != 1:
+        return "", ""
+    before, after = text.split(_CONTENT_SENTINEL)
+    close = after.strip()
+    if close and close in before:  # e.g. a default system turn before the user's: keep the user turn's opener only
+        before = before[before.rindex(close) + len(close) :]
+    if bos_token and before.startswith(bos_token):
+        before = before[len(bos_token) :]
+    before = before.lstrip("\n")
+    return (before, close) if before and close else ("", "")
+
+
 def build_teacher_prompt(
     prompt: str | list[dict[str, Any]],
     example: Mapping[str, Any],
     template: str = DEFAULT_TEACHER_TEMPLATE,
     solution_column: str = "solution",
+    user_turn: tuple[str, str] = ("", ""),
 ) -> str | list[dict[str, Any]]:
     """Return the teacher's prompt: the last user message (or the plain prompt) with the privileged context added.
 
     The rest of the conversation (system prompt, earlier turns) is kept unchanged, so the chat template renders
-    both prompts the same way except for that one message.
+    both prompts the same way except for that one message. A string prompt that is already chat-formatted (it holds
+    `user_turn`'s opener, see `user_turn_markers`) gets the context inside its last user turn, not after the
+    generation prompt.
     """
     values = {"solution": example.get(solution_column), "answer": example.get("answer")}
     fields = template_fields(template)
@@ -59,7 +85,14 @@ def build_teacher_prompt(
             column = solution_column if name == "solution" else "answer"
             raise KeyError(f"teacher_template needs '{{{name}}}' but the example has no '{column}' value")
     if isinstance(prompt, str):
-        return template.format(problem=prompt, **{k: str(v) for k, v in values.items()})
+        opener, closer = user_turn
+        start = prompt.rfind(opener) if opener and closer else -1
+        end = prompt.find(closer, start + len(opener)) if start >= 0 else -1
+        if end < 0:
+            return template.format(problem=prompt, **{k: str(v) for k, v in values.items()})
+        content_start = start + len(opener)
+        content = template.format(problem=prompt[content_start:end], **{k: str(v) for k, v in values.items()})
+        return prompt[:content_start] + content + prompt[end:]
     last_user = max((i for i, m in enumerate(prompt) if m["role"] == "user"), default=None)
     if last_user is None:
         raise ValueError("the prompt has no user message to attach the privileged context to")

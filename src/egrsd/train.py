@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
+from .cli import UserError, one_line, run_cli
 from .configs import EGRSDConfig
 
 
@@ -50,8 +51,15 @@ class EGRSDScriptArguments(ScriptArguments):
     check: bool = field(default=False, metadata={"help": "Validate the recipe, print it resolved, and exit."})
 
 
+class RecipeParser(TrlParser):
+    """TrlParser whose command-line errors are one `UserError` line instead of the whole usage text."""
+
+    def error(self, message: str):
+        raise UserError(message, "`egrsd-train --help` lists every key and the values it takes")
+
+
 def make_parser() -> TrlParser:
-    return TrlParser((EGRSDScriptArguments, EGRSDConfig, ModelConfig))
+    return RecipeParser((EGRSDScriptArguments, EGRSDConfig, ModelConfig))
 
 
 def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
@@ -76,23 +84,24 @@ def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
 
 
 def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig):
+    from .check import column_mapping, needs_solution
     from .data import load_math_dataset
 
-    mapping = script_args.dataset_column_mapping
-    if isinstance(mapping, str):
-        import json
-
-        mapping = json.loads(mapping)
-
     def load(split: str, **extra):
-        return load_math_dataset(
-            script_args.dataset_name,
-            split=split,
-            column_mapping=mapping,
-            config_name=script_args.dataset_config,
-            layout=script_args.dataset_layout,
-            **extra,
-        )
+        try:
+            return load_math_dataset(
+                script_args.dataset_name,
+                split=split,
+                column_mapping=column_mapping(script_args),
+                config_name=script_args.dataset_config,
+                layout=script_args.dataset_layout,
+                require_solution=needs_solution(training_args),
+                **extra,
+            )
+        except UserError:
+            raise
+        except (ValueError, FileNotFoundError) as error:  # the data module's messages name the set and the fix
+            raise UserError(f"dataset {script_args.dataset_name!r}: {one_line(error)}") from None
 
     train_dataset = load(
         script_args.dataset_train_split, max_samples=script_args.dataset_max_samples, seed=training_args.seed
@@ -125,9 +134,15 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
         model_init_kwargs.update(training_args.model_init_kwargs)
     training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+        )
+    except OSError as error:  # not on the Hub, offline, or a folder without tokenizer files
+        raise UserError(
+            f"cannot load the tokenizer of {model_path!r} ({one_line(error)[:300]})",
+            "pass a model folder with its tokenizer files, or a Hub id this machine can download",
+        ) from None
     tokenizer.padding_side = "left"
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
 
@@ -165,17 +180,27 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     return trainer
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None) -> int:
+    """The `egrsd-train` console script: 0 after a successful run, 2 with one `error:` line for a user's mistake."""
+    return run_cli(_main, sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(argv: list[str]) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     parser = make_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
     if "--check" in argv:
         from .check import run_check
 
-        sys.exit(run_check(parser, argv))
-    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
-    return train(script_args, training_args, model_args)
+        status = run_check(parser, argv)
+        if status:
+            raise SystemExit(status)
+        return
+    from .check import parse_recipe, validate_recipe
+
+    script_args, training_args, model_args = parse_recipe(parser, argv)
+    validate_recipe(script_args, training_args, model_args)
+    train(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

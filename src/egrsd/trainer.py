@@ -13,7 +13,9 @@ import time
 
 import torch
 from accelerate.utils import is_peft_model
+from jinja2 import TemplateError
 from transformers import PreTrainedModel
+from transformers.integrations import is_deepspeed_zero3_enabled
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.models import prepare_deepspeed
@@ -28,7 +30,11 @@ from trl.trainer.utils import (
 from .configs import EGRSDConfig
 from .credit import compute_credit, resolve_entropy_ref, with_entropy_ref
 from .scoring import score_tokens
-from .teacher import build_teacher_prompt, required_columns
+from .teacher import build_teacher_prompt, required_columns, user_turn_markers
+
+
+# The PEFT adapter holding a copy of a pre-existing adapter's initial weights (TRL's name for its reference adapter).
+REFERENCE_ADAPTER = "ref"
 
 
 class EGRSDTrainer(GRPOTrainer):
@@ -43,24 +49,35 @@ class EGRSDTrainer(GRPOTrainer):
         if not isinstance(args, EGRSDConfig):
             raise TypeError(f"EGRSDTrainer needs an EGRSDConfig, got {type(args).__name__}")
         if args.needs_teacher:
-            _check_privileged_columns(train_dataset, args, "train_dataset")
+            _refuse_environments(args, kwargs)
             eval_dataset = kwargs.get("eval_dataset")
             eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval_dataset", eval_dataset)]
-            for name, dataset in eval_sets:
+            for name, dataset in [("train_dataset", train_dataset), *eval_sets]:
                 _check_privileged_columns(dataset, args, name)
+                _refuse_image_columns(dataset, args, name)
+        frozen = args.needs_teacher and args.teacher_model == "frozen"
+        # A pre-existing adapter is part of the initial weights: keep a frozen copy (at beta > 0 TRL makes it itself).
+        if frozen and not isinstance(model, str) and is_peft_model(model) and args.beta == 0.0:
+            _add_reference_adapter(model)
 
         # A frozen teacher is the initial weights. An instance is copied before TRL wraps it (DeepSpeed, DDP);
         # a path is loaded again after, as TRL loads its reference model.
         frozen_source = None
         if (
-            args.needs_teacher
-            and args.teacher_model == "frozen"
+            frozen
             and isinstance(model, PreTrainedModel)
             and kwargs.get("peft_config") is None
             and not is_peft_model(model)
             and args.beta == 0.0
         ):
-            frozen_source = copy.deepcopy(model)
+            if is_deepspeed_zero3_enabled():
+                # The instance's parameters are already partitioned: a copy would hold empty partitions.
+                raise ValueError(
+                    "teacher_model='frozen' with DeepSpeed ZeRO-3 cannot copy a model passed as an instance (its "
+                    "parameters are already partitioned across ranks): pass the model as a path or Hub id, which is "
+                    "loaded again for the teacher, or use teacher_model='live'."
+                )
+            frozen_source = _unpatched_copy(model)
 
         if args.use_vllm:
             _prepare_vllm(args)
@@ -71,6 +88,8 @@ class EGRSDTrainer(GRPOTrainer):
             use_cpu_weight_sync(self.vllm_generation)  # vLLM's CPU platform only; TRL's sync elsewhere
         self.credit_config = args.credit_config
         self.teacher = self._build_frozen_teacher(frozen_source) if args.teacher_model == "frozen" else None
+        self._teacher_prompt_limit = self._teacher_prompt_length_limit() if args.needs_teacher else None
+        self._user_turn = self._chat_user_turn() if args.needs_teacher else ("", "")
         self.teacher_scoring_passes = 0  # generation batches scored by the teacher on this rank
         self._credit_records: list[dict] = []  # per-token credit of a few rollouts, saved at logging steps
         self._credit_picks: dict[int, str] = {}  # rollout index in the generation batch -> "best" / "worst"
@@ -109,17 +128,92 @@ class EGRSDTrainer(GRPOTrainer):
     def _teacher_forward_context(self):
         stack = contextlib.ExitStack()
         stack.enter_context(disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs))
+        # As TRL's student log-prob pass: under the accelerator's autocast (bf16/fp16 with float32 weights).
+        stack.enter_context(self.accelerator.autocast())
         if self.args.teacher_model == "frozen" and self.teacher is None and is_peft_model(self.model):
-            stack.enter_context(use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None))
+            # A pre-existing adapter was copied to "ref" at construction (the initial weights); a new one is disabled.
+            peft_model = self.accelerator.unwrap_model(self.model)
+            adapter = REFERENCE_ADAPTER if REFERENCE_ADAPTER in peft_model.peft_config else None
+            stack.enter_context(use_adapter(peft_model, adapter_name=adapter))
         return stack
 
+    def _teacher_prompt_length_limit(self) -> int | None:
+        """The longest teacher prompt: `max_teacher_prompt_length`, or what the model's context leaves after the
+        completion. Fails before training when a teacher sequence could exceed the context."""
+        text_config = self.accelerator.unwrap_model(self.model).config.get_text_config()
+        positions = getattr(text_config, "max_position_embeddings", None)
+        limit, completion = self.args.max_teacher_prompt_length, self.args.max_completion_length
+        if not positions:
+            return limit
+        if limit is not None and limit + completion > positions:
+            raise ValueError(
+                f"max_teacher_prompt_length={limit} + max_completion_length={completion} exceeds the model's context "
+                f"(max_position_embeddings={positions}): set max_teacher_prompt_length to at most "
+                f"{positions - completion} or lower max_completion_length."
+            )
+        if limit is None and completion >= positions:
+            raise ValueError(
+                f"max_completion_length={completion} leaves no room for a teacher prompt in the model's context "
+                f"(max_position_embeddings={positions}): lower max_completion_length."
+            )
+        return positions - completion if limit is None else limit
+
+    def _chat_user_turn(self) -> tuple[str, str]:
+        """How the chat template opens and closes a user turn (for string prompts that are already formatted)."""
+        if getattr(self.processing_class, "chat_template", None) is None and self.chat_template is None:
+            return "", ""
+
+        def render(messages):
+            return self.processing_class.apply_chat_template(
+                messages, chat_template=self.chat_template, tokenize=False, **self.chat_template_kwargs
+            )
+
+        try:
+            return user_turn_markers(render, getattr(self._tokenizer, "bos_token", None))
+        except TemplateError:  # a template that cannot render a lone user message: plain string prompts only
+            return "", ""
+
+    def _build_teacher_prompt(self, example: dict, solution_override: str | None = None):
+        if solution_override is not None:
+            example = {**example, self.args.solution_column: solution_override}
+        return build_teacher_prompt(
+            example["prompt"], example, self.args.teacher_template, self.args.solution_column, self._user_turn
+        )
+
     def _teacher_prompt_ids(self, inputs: list[dict]) -> list[list[int]]:
-        """Token ids of each rollout's teacher prompt, through the student's chat template and its kwargs."""
-        teacher_prompts = [
-            build_teacher_prompt(x["prompt"], x, self.args.teacher_template, self.args.solution_column) for x in inputs
-        ]
-        prompt_ids, _, _ = self._tokenize_prompts(teacher_prompts)
+        """Token ids of each rollout's teacher prompt, through the student's chat template and its kwargs; one over
+        the length limit has its reference solution truncated (counted in `teacher/truncated_prompts_frac`)."""
+        prompt_ids, _, _ = self._tokenize_prompts([self._build_teacher_prompt(x) for x in inputs])
+        prompt_ids = [list(ids) for ids in prompt_ids]
+        limit = self._teacher_prompt_limit
+        truncated = 0
+        for row, ids in enumerate(prompt_ids):
+            if limit is not None and len(ids) > limit:
+                prompt_ids[row] = self._truncated_teacher_prompt_ids(inputs[row], len(ids), limit)
+                truncated += 1
+        mode = "train" if self.model.training else "eval"
+        fraction = torch.tensor([truncated / max(len(inputs), 1)], device=self.accelerator.device)
+        self._metrics[mode]["teacher/truncated_prompts_frac"].append(self.accelerator.gather(fraction).mean().item())
         return prompt_ids
+
+    def _truncated_teacher_prompt_ids(self, example: dict, length: int, limit: int) -> list[int]:
+        """The teacher prompt with as much of the reference solution's head as fits in `limit` tokens."""
+        solution = example.get(self.args.solution_column)
+        solution_ids = self._tokenizer(str(solution or ""), add_special_tokens=False)["input_ids"]
+        keep = len(solution_ids) - (length - limit)
+        while True:
+            keep = max(keep, 0)
+            shortened = self._tokenizer.decode(solution_ids[:keep])
+            (ids,), _, _ = self._tokenize_prompts([self._build_teacher_prompt(example, shortened)])
+            if len(ids) <= limit:
+                return list(ids)
+            if keep == 0 or solution is None:
+                raise ValueError(
+                    f"a teacher prompt is {len(ids)} tokens without its reference solution, over the limit of {limit} "
+                    "tokens (max_teacher_prompt_length, by default the model's context minus max_completion_length); "
+                    "the problem is never truncated: shorten the prompts or raise the limit."
+                )
+            keep -= len(ids) - limit
 
     @torch.no_grad()
     def score_with_teacher(
@@ -130,18 +224,27 @@ class EGRSDTrainer(GRPOTrainer):
         batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         teacher = self.teacher if self.teacher is not None else self.model
         self.teacher_scoring_passes += 1
-        with self._teacher_forward_context():
-            return score_tokens(
-                teacher,
-                self._teacher_prompt_ids(inputs),
-                completion_ids,
-                completion_mask,
-                pad_token_id=self._tokenizer.pad_token_id,
-                temperature=self.temperature,
-                batch_size=batch_size,
-                chunk_size=self.args.teacher_chunk_size,
-                share_prompts=self.args.teacher_prompt_cache,
-            )
+        prompt_ids = self._teacher_prompt_ids(inputs)
+        # The teacher scores without dropout (TRL's `disable_dropout` is off by default); the live model's mode is
+        # restored for the loss pass.
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            with self._teacher_forward_context():
+                return score_tokens(
+                    teacher,
+                    prompt_ids,
+                    completion_ids,
+                    completion_mask,
+                    pad_token_id=self._tokenizer.pad_token_id,
+                    temperature=self.temperature,
+                    batch_size=batch_size,
+                    chunk_size=self.args.teacher_chunk_size,
+                    share_prompts=self.args.teacher_prompt_cache,
+                    fp32_head=self.args.cast_lm_head_to_fp32,
+                )
+        finally:
+            teacher.train(was_training)
 
     # ------------------------------------------------------------------------------------------------------------
     # Credit
@@ -325,10 +428,11 @@ def _finite_or_none(value: torch.Tensor) -> float | None:
 
 def _prepare_vllm(args: EGRSDConfig) -> None:
     """Before TRL starts vLLM: refuse what cannot work on a CPU, and keep the CPU build's KV cache small."""
+    from .cli import UserError
     from .vllm_compat import SERVER_MODE_ON_CPU, set_cpu_defaults, vllm_cpu_installed
 
     if args.vllm_mode == "server" and not torch.cuda.is_available():
-        raise ValueError(SERVER_MODE_ON_CPU)
+        raise UserError(SERVER_MODE_ON_CPU)
     if vllm_cpu_installed():
         set_cpu_defaults()
 
@@ -347,3 +451,47 @@ def _check_privileged_columns(dataset, args: EGRSDConfig, dataset_name: str) -> 
                 f"has no {column!r} column (its columns: {sorted(columns)}). Map the reference solution to "
                 f"{column!r} (or set solution_column / teacher_template), or use credit_method='grpo'."
             )
+
+
+def _refuse_environments(args: EGRSDConfig, kwargs: dict) -> None:
+    if kwargs.get("environment_factory") is not None:
+        raise ValueError(
+            f"credit_method={args.credit_method!r} does not support environment_factory: TRL appends the "
+            "environment's reset observation to the student's prompt, which the teacher prompt would lack. Use "
+            "credit_method='grpo' with environments, or put the observation in the dataset's prompt."
+        )
+
+
+def _refuse_image_columns(dataset, args: EGRSDConfig, dataset_name: str) -> None:
+    """The teacher prompt is text: images would reach the student only, so a teacher method refuses them."""
+    columns = getattr(dataset, "column_names", None) or []
+    image_columns = [column for column in ("image", "images") if column in columns]
+    if image_columns:
+        raise ValueError(
+            f"credit_method={args.credit_method!r} scores a text-only teacher, but {dataset_name} has the multimodal "
+            f"column(s) {image_columns} the teacher would not see. Use credit_method='grpo' for multimodal data, or "
+            "remove the image columns."
+        )
+
+
+def _unpatched_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """A deep copy that runs its own weights: a TRL trainer that already saw `model` patched its `forward` with a
+    fused LM head closing over the original's bound forward, which the copy would otherwise call."""
+    teacher = copy.deepcopy(model)
+    patched = teacher.__dict__.get("forward")
+    if patched is not None and getattr(patched, "__wrapped__", None) is type(model).forward:
+        del teacher.forward  # back to the class's forward, bound to the copy
+    return teacher
+
+
+def _add_reference_adapter(model) -> None:
+    """Copy a pre-existing PEFT adapter to a frozen `REFERENCE_ADAPTER`, as TRL does for its reference model, so a
+    frozen teacher is the initial weights (base + adapter), not the bare base."""
+    if REFERENCE_ADAPTER in model.peft_config:  # TRL made it already (beta > 0)
+        return
+    active = model.active_adapter
+    model.add_adapter(REFERENCE_ADAPTER, model.peft_config[active])
+    marker, reference_marker = f".{active}.", f".{REFERENCE_ADAPTER}."
+    for name, param in model.named_parameters():
+        if marker in name:
+            model.get_parameter(name.replace(marker, reference_marker)).data.copy_(param.data)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from egrsd.cli import ArgumentParser, UserError, run_cli
 from egrsd.testbed import arithmetic
 
 
@@ -39,7 +40,10 @@ def build_base_command(args) -> None:
     settings = BaseSettings().replace(**changes)
     if args.ship:
         if settings != BaseSettings():
-            sys.exit("--ship writes the embedded default, which must use the default settings (no overrides)")
+            raise UserError(
+                "--ship writes the embedded default, which must use the default settings",
+                "drop the overrides (--set, --seed, --lm-steps, --sft-steps) or drop --ship",
+            )
         path = shipped_base_path()
     else:
         path = Path(args.output_dir) / f"base-{settings.settings_hash()[:12]}"
@@ -113,7 +117,7 @@ def _teacher_template(base, read_base_info) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="egrsd-testbed", description=__doc__)
+    parser = ArgumentParser(prog="egrsd-testbed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("make-data", help="write train.jsonl and eval.jsonl (disjoint problems)")
@@ -160,8 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
+    base = getattr(args, "base", None)
+    if base is not None and not (Path(base) / "config.json").is_file():
+        raise UserError(f"no testbed base in {base}", "pass a folder written by `egrsd-testbed build-base`")
     if getattr(args, "threads", None):
         import torch
 
@@ -171,4 +182,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,6 +10,7 @@ way, and prints base vs trained accuracy and length, with the frontier plot.
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -108,7 +109,8 @@ def main(argv=None):
     print(f"[demo] 2/4 training it with {method} ({args.recipe})", flush=True)
     run_dir = output_dir / method
     backend_args = VLLM_TRAIN_ARGS if args.backend == "vllm" else []
-    trainer = train_main(["--config", args.recipe, "--output_dir", str(run_dir), *backend_args, *args.train_overrides])
+    train_main(["--config", args.recipe, "--output_dir", str(run_dir), *backend_args, *args.train_overrides])
+    log_history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
 
     print("[demo] 3/4 evaluating the trained model on the same problems", flush=True)
     eval_dir = output_dir / f"eval-{method}"
@@ -122,11 +124,11 @@ def main(argv=None):
          f"base,{method}", "--output-dir", str(output_dir / "frontier")]
     )  # fmt: skip
 
-    print(f"\nTraining, step by step ({method}):\n{step_table(trainer.state.log_history)}\n")
+    print(f"\nTraining, step by step ({method}):\n{step_table(log_history)}\n")
     print(f"Held-out chain arithmetic, base vs trained:\n{comparison(base, trained, method)}\n")
     print(f"frontier plot: {output_dir / 'frontier' / 'frontier.png'}")
     print(f"demo finished in {time.time() - started:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
