@@ -314,8 +314,15 @@ def vllm_generate_shard(
 
     llm = LLM(model=model, **llm_kwargs)
     params = SamplingParams(**sampling_kwargs)
-    # Token-id prompts, so vLLM sees exactly the ids the chat template produced (no second tokenization).
-    outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], sampling_params=params)
+    try:
+        # Token-id prompts, so vLLM sees exactly the ids the chat template produced (no second tokenization).
+        outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], sampling_params=params)
+    finally:
+        # The engine's processes are not daemons and stop only when the engine is shut down: a data-parallel
+        # replica would otherwise wait for them forever when it exits.
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
     return [
         [(list(c.token_ids), c.finish_reason) for c in sorted(output.outputs, key=lambda c: c.index)]
         for output in outputs
@@ -423,7 +430,10 @@ def _run_vllm_replicas(config, prompt_ids, llm_kwargs, sampling_kwargs):
         for worker in workers:
             if worker.is_alive() and len(outputs) < replicas:
                 worker.terminate()
-            worker.join()
+            worker.join(timeout=120)
+            if worker.is_alive():  # its results are in; do not hang on a replica that cannot exit
+                worker.kill()
+                worker.join()
     return [completions for rank in range(replicas) for completions in outputs[rank]]
 
 
