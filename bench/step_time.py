@@ -12,12 +12,20 @@ stretches of it from the outside (its rollout batch, and its no-grad teacher for
     python bench/step_time.py --repeats 15 --json step_time.json
     .venv-vllm/bin/python bench/step_time.py --vllm --repeats 15   # rollouts through colocated vLLM (CPU build)
 
-With `--vllm` (grpo, rlsd, egrsd, cl_egrsd) each trainer generates through its own colocated vLLM engine, loaded
-from the same model saved to disk, and every step syncs the trainer's weights into it first, as a training step does.
+With `--vllm` (EGRSDTrainer's methods; by default grpo, egrsd, cl_egrsd) each trainer generates through its own
+colocated vLLM engine, loaded from the same model saved to disk, and every step first syncs the trainer's weights
+into it, as a training step does.
+
+With `--flat-share F` the toy reward is constant inside a share F of each batch's groups (so their rollouts have
+A = 0), and every reward-grounded method also runs as `<method>_noskip` (`teacher_skip_zero_advantage: false`): the
+table then shows the teacher time and the step ratio to grpo with and without skipping the rollouts of flat groups.
+
+    python bench/step_time.py --methods grpo egrsd cl_egrsd --flat-share 0.5 --repeats 8 --json flat.json
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -41,6 +49,9 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 METHODS = ("grpo", "rlsd", "egrsd", "cl_egrsd", "trl_sdpo")
 VLLM_METHODS = ("grpo", "egrsd", "cl_egrsd")  # the default with --vllm; SDPOTrainer has no vLLM path here
+# The EGRSDTrainer methods that skip the teacher on rollouts with A = 0; with --flat-share each also runs unskipped.
+SKIPPING_METHODS = ("rlsd", "egrsd", "cl_egrsd")
+NOSKIP_SUFFIX = "_noskip"
 # The SDPO teacher reads the reference solution in the same words as EGRSD's default teacher template, so both
 # teachers score prompts of about the same length.
 SDPO_FEEDBACK_TEMPLATE = (
@@ -70,6 +81,14 @@ def parse_args(argv=None):
     parser.add_argument(
         "--methods", nargs="+", default=None, choices=METHODS, help="default: all (--vllm: grpo egrsd cl_egrsd)"
     )
+    parser.add_argument(
+        "--flat-share",
+        type=flat_share,
+        default=None,
+        metavar="F",
+        help="make the toy reward constant inside this share of each batch's groups (0-1), and run every "
+        f"{'/'.join(SKIPPING_METHODS)} method with and without skipping their rollouts",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="the 2-layer, 32-wide test model (smoke runs)")
@@ -81,6 +100,16 @@ def parse_args(argv=None):
     if args.vllm and "trl_sdpo" in args.methods:
         parser.error("--vllm times EGRSDTrainer's methods only: drop trl_sdpo from --methods")
     return args
+
+
+def flat_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share — give a number from 0 to 1, e.g. 0.5")
+    return value
 
 
 def machine_info(threads: int) -> dict:
@@ -112,6 +141,32 @@ def hashed_reward(completions, **kwargs):
     earn a flat zero (every advantage 0); a hash gives every group distinct rewards, so no method's work is skipped.
     """
     return [(zlib.crc32(completion[0]["content"].encode()) % 1001) / 1000 for completion in completions]
+
+
+def with_flat_groups(reward, share: float, group_size: int):
+    """`reward` with the first round(share x groups) groups of every call rewarded 0.5 throughout (flat: A = 0).
+
+    TRL hands the reward a generation batch group by group (each prompt's rollouts consecutive), and its sampler
+    shuffles the prompts, so which problems are flat changes from step to step, as with a real verifier.
+    """
+
+    def flat_group_reward(completions, **kwargs):
+        rewards = reward(completions, **kwargs)
+        flat_rows = round(share * (len(rewards) // group_size)) * group_size
+        return [0.5] * flat_rows + rewards[flat_rows:]
+
+    flat_group_reward.__name__ = reward.__name__
+    return flat_group_reward
+
+
+def trainer_methods(methods: list[str], flat: bool) -> list[str]:
+    """The trainers to build: `methods`, and with flat groups each skipping method's unskipped twin after it."""
+    names = []
+    for method in methods:
+        names.append(method)
+        if flat and method in SKIPPING_METHODS:
+            names.append(method + NOSKIP_SUFFIX)
+    return names
 
 
 def build_dataset(num_prompts: int, seed: int):
@@ -180,6 +235,9 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
     settings = common_settings(args, os.path.join(output_dir, method))
     if args.vllm:
         model, settings = vllm_model_and_settings(model, tokenizer, settings, output_dir)
+    reward = hashed_reward
+    if args.flat_share is not None:
+        reward = with_flat_groups(hashed_reward, args.flat_share, args.num_generations)
     if method == "trl_sdpo":
         from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
 
@@ -195,7 +253,7 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
         )
         trainer = SDPOTrainer(
             model=model,
-            reward_funcs=hashed_reward,
+            reward_funcs=reward,
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
@@ -205,14 +263,16 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
         from egrsd.configs import EGRSDConfig
         from egrsd.trainer import EGRSDTrainer
 
+        credit_method = method.removesuffix(NOSKIP_SUFFIX)
         trainer = EGRSDTrainer(
             model=model,
-            reward_funcs=hashed_reward,
+            reward_funcs=reward,
             args=EGRSDConfig(
                 **settings,
-                credit_method=method,
+                credit_method=credit_method,
                 teacher_model="live",
                 teacher_prompt_cache=args.teacher_prompt_cache,
+                teacher_skip_zero_advantage=not method.endswith(NOSKIP_SUFFIX),
             ),
             train_dataset=dataset,
             processing_class=tokenizer,
@@ -292,6 +352,7 @@ def run_step(trainer, timer: StepTimer) -> dict:
         trainer._last_loaded_step = -1  # each train() call restarts at step 0: sync every step, as training does
     trainer.train()
     wall = timer.durations[-1]
+    rows_scored = math.nan  # the share of rollouts the teacher scored (EGRSDTrainer's teacher methods)
     if hasattr(trainer, "bench_timings"):
         timings = dict(trainer.bench_timings)
         step, rollout, teacher = timings["step"], timings["rollout"], timings["teacher"]
@@ -300,6 +361,7 @@ def run_step(trainer, timer: StepTimer) -> dict:
         step = logged["step_time"]
         rollout = logged["timing/rollout_s"]
         teacher = logged.get("timing/teacher_scoring_s", 0.0)
+        rows_scored = logged.get("teacher/rows_scored_frac", math.nan)
     return {
         "wall": wall,
         "cpu": timer.cpu_durations[-1],
@@ -308,6 +370,7 @@ def run_step(trainer, timer: StepTimer) -> dict:
         "teacher": teacher,
         "train_fwd_bwd": step - rollout - teacher,
         "optimizer_other": wall - step,
+        "rows_scored_frac": rows_scored,
     }
 
 
@@ -332,6 +395,15 @@ def summarize(records: dict[str, list[dict]], methods: list[str]) -> dict:
         result["paired_ratio_ci95"] = {m: bootstrap_median_interval(paired[m]) for m in methods}
     parts = ("rollout", "teacher", "train_fwd_bwd", "optimizer_other", "step_time")
     result["breakdown_s"] = {m: {p: statistics.median(r[p] for r in records[m]) for p in parts} for m in methods}
+    scored = {m: statistics.mean(r["rows_scored_frac"] for r in records[m]) for m in methods}
+    result["rows_scored_frac"] = {m: value if math.isfinite(value) else None for m, value in scored.items()}
+    # With flat groups: each skipping method's teacher time and step over its unskipped twin's (same rounds).
+    pairs = [(m, m + NOSKIP_SUFFIX) for m in methods if m + NOSKIP_SUFFIX in methods]
+    if pairs:
+        result["skip_teacher_ratio"] = {
+            m: result["breakdown_s"][m]["teacher"] / result["breakdown_s"][twin]["teacher"] for m, twin in pairs
+        }
+        result["skip_step_ratio"] = {m: median_s[m] / median_s[twin] for m, twin in pairs}
     result["samples_s"] = {m: [round(r["wall"], 4) for r in records[m]] for m in methods}
     return result
 
@@ -342,9 +414,10 @@ def print_table(result: dict, methods: list[str]) -> None:
     paired = result.get("paired_ratio_to_grpo", {})
     intervals = result.get("paired_ratio_ci95", {})
     cpu_ratios = result.get("cpu_ratio_to_grpo", {})
+    rows_scored = {m: nan if value is None else value for m, value in result["rows_scored_frac"].items()}
     header = (
-        f"{'method':<10} {'median s':>9} {'x grpo':>7} {'paired (95% CI)':>21} {'cpu s':>7} {'x grpo':>7}   "
-        f"{'rollout':>8} {'teacher':>8} {'fwd+bwd':>8} {'optim.':>8}"
+        f"{'method':<16} {'median s':>9} {'x grpo':>7} {'paired (95% CI)':>21} {'cpu s':>7} {'x grpo':>7}   "
+        f"{'rollout':>8} {'teacher':>8} {'fwd+bwd':>8} {'optim.':>8} {'scored':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -352,10 +425,15 @@ def print_table(result: dict, methods: list[str]) -> None:
         parts = result["breakdown_s"][m]
         low, high = intervals.get(m, (nan, nan))
         print(
-            f"{m:<10} {result['median_s'][m]:>9.3f} {ratios.get(m, nan):>7.3f} "
+            f"{m:<16} {result['median_s'][m]:>9.3f} {ratios.get(m, nan):>7.3f} "
             f"{paired.get(m, nan):>7.3f} ({low:.3f}-{high:.3f}) {result['median_cpu_s'][m]:>7.3f} "
             f"{cpu_ratios.get(m, nan):>7.3f}   {parts['rollout']:>8.3f} {parts['teacher']:>8.3f} "
-            f"{parts['train_fwd_bwd']:>8.3f} {parts['optimizer_other']:>8.3f}"
+            f"{parts['train_fwd_bwd']:>8.3f} {parts['optimizer_other']:>8.3f} {rows_scored[m]:>7.2f}"
+        )
+    for m, teacher_ratio in result.get("skip_teacher_ratio", {}).items():
+        print(
+            f"{m}: skipping flat groups' rollouts takes {teacher_ratio:.2f}x the teacher time and "
+            f"{result['skip_step_ratio'][m]:.2f}x the step of {m}{NOSKIP_SUFFIX}"
         )
 
 
@@ -368,7 +446,7 @@ def main(argv=None) -> dict:
     tokenizer = build_tokenizer()
     dataset = build_dataset(args.batch, args.seed)
     machine = machine_info(args.threads)
-    methods = list(args.methods)
+    methods = trainer_methods(list(args.methods), flat=args.flat_share is not None)
     records: dict[str, list[dict]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as output_dir:
         trainers = {m: build_trainer(m, args, tokenizer, dataset, output_dir) for m in methods}
@@ -394,6 +472,7 @@ def main(argv=None) -> dict:
         "max_completion_length": args.max_completion_length,
         "fixed_length": not args.free_length,
         "teacher_prompt_cache": args.teacher_prompt_cache,
+        "flat_share": args.flat_share,
         "warmup": args.warmup,
         "repeats": args.repeats,
         "seed": args.seed,

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -36,6 +38,27 @@ def test_step_time_writes_medians_and_ratios(tmp_path):
         parts = result["breakdown_s"][method]
         assert parts["rollout"] > 0 and parts["step_time"] > 0
         assert (parts["teacher"] > 0) == (method != "grpo")
+
+
+def test_step_time_with_flat_groups_compares_skipping(capsys, monkeypatch):
+    step_time = load_bench("step_time")
+    # Distinct rewards outside the flat groups (4 tokens of a random tiny model may repeat, and so may their hash).
+    monkeypatch.setattr(step_time, "hashed_reward", lambda completions, **kwargs: list(range(len(completions))))
+    result = step_time.main(
+        ["--tiny", "--repeats", "1", "--warmup", "0", "--max-completion-length", "4", "--batch", "2"]
+        + ["--num-generations", "2", "--methods", "grpo", "egrsd", "--flat-share", "0.5"]
+    )
+    assert list(result["median_s"]) == ["grpo", "egrsd", "egrsd_noskip"]
+    # One group of two is flat: with skipping the teacher scores the other group's rollouts only.
+    assert result["rows_scored_frac"] == {"grpo": None, "egrsd": 0.5, "egrsd_noskip": 1.0}
+    assert positive_finite(result["skip_teacher_ratio"]["egrsd"]) and positive_finite(
+        result["skip_step_ratio"]["egrsd"]
+    )
+    assert "egrsd: skipping flat groups' rollouts takes" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as error:
+        step_time.parse_args(["--flat-share", "1.5"])
+    assert error.value.code == 2
+    assert "'1.5' is not a share" in capsys.readouterr().err
 
 
 def test_teacher_memory_writes_rows(tmp_path):

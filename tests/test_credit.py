@@ -211,3 +211,85 @@ def test_invalid_inputs_are_named():
         CreditConfig(ratio_clip_low=1.5)
     with pytest.raises(ValueError, match="entropy_ref"):
         CreditConfig(entropy_ref="median")
+
+
+def test_rows_needing_teacher():
+    from egrsd.credit import rows_needing_teacher
+
+    advantages = torch.tensor([0.0, 1.5, -0.0, float("nan"), -2.0])
+    assert rows_needing_teacher("grpo", advantages).tolist() == [False] * 5
+    assert rows_needing_teacher("opsd", advantages).tolist() == [True] * 5
+    for method in ("rlsd", "egrsd", "cl_egrsd"):
+        assert rows_needing_teacher(method, advantages).tolist() == [False, True, False, False, True]
+        assert rows_needing_teacher(method, advantages, skip_zero_advantage=False).tolist() == [True] * 5
+
+
+@pytest.mark.parametrize("normalization", ["none", "sequence_mean"])
+@pytest.mark.parametrize("method", ["rlsd", "egrsd", "cl_egrsd"])
+def test_skipped_rows_change_no_credit(method, normalization):
+    """Zero-advantage rows without teacher scores (zeros or garbage in their place): every row's credit is exactly
+    the one with real scores (H_ref fixed), and the teacher's stats are those of the scored rows alone."""
+    advantages, student, teacher, entropy, mask = random_batch(seed=3)
+    advantages[3] = 0.0
+    scored = advantages != 0
+    config = CreditConfig(entropy_ref=1.7, credit_normalization=normalization)
+    full = compute_credit(method, advantages, student, teacher, entropy, mask, config)
+    for fill in (0.0, float("nan"), float("-inf")):
+        stand_in_teacher = torch.where(scored.unsqueeze(1), teacher, torch.full_like(teacher, fill))
+        stand_in_entropy = torch.where(scored.unsqueeze(1), entropy, torch.full_like(entropy, fill))
+        skipped = compute_credit(
+            method, advantages, student, stand_in_teacher, stand_in_entropy, mask, config, scored=scored
+        )
+        assert torch.equal(skipped.advantages, full.advantages)
+        assert (skipped.advantages[~scored] == 0).all()
+    subset = compute_credit(
+        method, advantages[scored], student[scored], teacher[scored], entropy[scored], mask[scored], config
+    )
+    for name, value in skipped.stats.items():
+        if name == "advantage_abs_mean":  # every row counts: a skipped row's zero credit is real
+            close(value, full.stats[name])
+        else:
+            close(value, subset.stats[name])
+
+
+def test_quantile_entropy_ref_counts_only_scored_rows():
+    advantages = torch.tensor([0.0, 1.0])
+    zeros = torch.zeros(2, 4)
+    entropy = torch.tensor([[9.0, 9.0, 9.0, 9.0], [0.1, 0.2, 0.3, 0.4]])
+    config = CreditConfig(entropy_ref_quantile=0.5)
+    scored = torch.tensor([False, True])
+    credit = compute_credit("egrsd", advantages, zeros, zeros, entropy, torch.ones(2, 4), config, scored=scored)
+    assert credit.entropy_ref == pytest.approx(0.2)  # the 2nd of 4 scored values; with row 0 it would be 9.0
+
+
+def test_a_batch_without_scored_rows_has_zero_credit_and_nan_teacher_stats():
+    advantages = torch.zeros(2)
+    zeros = torch.zeros(2, 3)
+    credit = compute_credit(
+        "cl_egrsd", advantages, zeros, zeros, zeros, torch.ones(2, 3), scored=torch.zeros(2, dtype=torch.bool)
+    )
+    assert (credit.advantages == 0).all()
+    assert credit.stats["advantage_abs_mean"] == 0
+    teacher_stats = {
+        name: value for name, value in credit.stats.items() if name not in ("advantage_abs_mean", "entropy_ref")
+    }
+    assert teacher_stats and all(math.isnan(value) for value in teacher_stats.values())
+
+
+def test_skipping_a_row_whose_credit_needs_the_teacher_is_an_error():
+    zeros, ones = torch.zeros(2, 3), torch.ones(2, 3)
+    first_only = torch.tensor([True, False])
+    with pytest.raises(ValueError, match="a row without teacher scores has A != 0"):
+        compute_credit("egrsd", torch.tensor([0.0, 1.0]), zeros, zeros, zeros, ones, scored=first_only)
+    with pytest.raises(ValueError, match="'opsd' needs the teacher's scores of every row"):
+        compute_credit("opsd", torch.zeros(2), zeros, zeros, None, ones, scored=first_only)
+
+
+def test_flat_group_rows():
+    from egrsd.credit import flat_group_rows
+
+    nan = float("nan")
+    rewards = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.0, 1.0, 0.0, 0.0, nan, 2.0, 2.0, nan, nan, nan, nan, nan])
+    assert flat_group_rows(rewards, 4).tolist() == [True] * 4 + [False] * 4 + [True] * 8
+    with pytest.raises(ValueError, match="multiple of 4"):
+        flat_group_rows(torch.zeros(6), 4)

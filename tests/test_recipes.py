@@ -183,9 +183,13 @@ def test_tiny_recipe_trains_under_zero3_on_two_cpu_processes(tmp_path):
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
+    # The teacher runs at every step where some rank has a rollout with A != 0, on both ranks alike.
+    with open(os.path.join(tmp_path, "trainer_state.json")) as f:
+        scored = [entry["teacher/rows_scored_frac"] for entry in json.load(f)["log_history"] if "loss" in entry]
+    passes = sum(frac > 0 for frac in scored)
     for rank in (0, 1):
         assert (
-            f"[rank {rank}] finished 2 steps; teacher scoring passes: 2; parameter elements on this rank: 0 of"
+            f"[rank {rank}] finished 2 steps; teacher scoring passes: {passes}; parameter elements on this rank: 0 of"
             in output
         )
     losses = logged_losses(tmp_path)

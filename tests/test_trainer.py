@@ -28,9 +28,12 @@ def test_two_steps_of_each_method_train(make_trainer, method, teacher):
     assert changed, "no parameter moved"
     logged = trainer.state.log_history[0]
     if method == "grpo":
-        assert not any(key.startswith("credit/") for key in logged)
+        assert not any(key.startswith(("credit/", "teacher/")) for key in logged)
     else:
         assert math.isfinite(logged["credit/delta_abs_mean"])
+        assert 0 < logged["teacher/rows_scored_frac"] <= 1.0
+    if method == "opsd":
+        assert logged["teacher/rows_scored_frac"] == 1.0
     if method in ("egrsd", "cl_egrsd"):
         assert 0.2 <= logged["credit/gate_mean"] <= 1.0 and logged["credit/entropy_mean"] > 0
     if teacher == "frozen":
@@ -432,3 +435,138 @@ def test_user_turn_markers_skip_a_default_system_turn_and_leave_plain_strings_al
     )
     assert build_teacher_prompt("P", example, "{problem} | {solution}", user_turn=markers) == "P | S"
     assert user_turn_markers(lambda messages: "no content shown") == ("", "")
+
+
+def first_group_flat_reward(completions, **kwargs):
+    """The first group of each generation batch rewarded all alike (A = 0); every other rollout its own reward."""
+    rewards = [float(i) for i in range(len(completions))]
+    rewards[:4] = [1.0] * 4
+    return rewards
+
+
+def one_recorded_step(tmp_path, tiny_model_dir, tokenizer, arith_dataset, reward=first_group_flat_reward, **overrides):
+    """One step (weights fixed) of 2 groups of 4 with `first_group_flat_reward`: the generation batch's outputs and
+    the number of rows each teacher scoring call received."""
+    overrides = dict(per_device_train_batch_size=8, learning_rate=0.0, max_steps=1) | overrides
+    trainer = EGRSDTrainer(
+        model=tiny_model_dir,
+        reward_funcs=reward,
+        args=tiny_args(tmp_path, **overrides),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    scored_rows, outputs = [], []
+    score_with_teacher, generate = trainer.score_with_teacher, trainer._generate_and_score_completions
+
+    def recording_score(inputs, completion_ids, completion_mask):
+        scored_rows.append(len(inputs))
+        return score_with_teacher(inputs, completion_ids, completion_mask)
+
+    def recording_generate(inputs):
+        output = generate(inputs)
+        outputs.append(dict(output))
+        return output
+
+    trainer.score_with_teacher, trainer._generate_and_score_completions = recording_score, recording_generate
+    trainer.train()
+    return trainer, outputs, scored_rows
+
+
+def test_teacher_scores_only_rows_whose_credit_it_can_change(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+    from egrsd.inspect import load_step_records, render_step
+
+    runs = {}
+    for skip in (True, False):
+        runs[skip] = one_recorded_step(
+            tmp_path / str(skip),
+            tiny_model_dir,
+            tokenizer,
+            arith_dataset,
+            credit_method="cl_egrsd",
+            teacher_skip_zero_advantage=skip,
+            log_completions=skip,
+            num_completions_to_print=0,
+            num_credit_rollouts=4,
+        )
+    (skipping, (skipped_output,), skipped_rows), (_, (full_output,), full_rows) = runs[True], runs[False]
+    assert torch.equal(skipped_output["completion_ids"], full_output["completion_ids"])  # same rollouts
+    advantages = skipped_output["advantages"]
+    nonzero = advantages != 0
+    assert nonzero.tolist() == [False] * 4 + [True] * 4
+    assert skipped_rows == [4] and full_rows == [8]
+    assert torch.equal(skipped_output["teacher_scored"], nonzero) and full_output["teacher_scored"].all()
+    assert skipping.state.log_history[0]["teacher/rows_scored_frac"] == 0.5
+    assert runs[False][0].state.log_history[0]["teacher/rows_scored_frac"] == 1.0
+
+    # Skipped rows hold zeros, scored rows the same scores as without skipping.
+    for key in ("teacher_logps", "teacher_entropy"):
+        assert (skipped_output[key][~nonzero] == 0).all()
+        torch.testing.assert_close(skipped_output[key][nonzero], full_output[key][nonzero], atol=1e-5, rtol=0)
+
+    # H_ref is the quantile of the scored rows' valid entropies only.
+    mask = skipped_output["completion_mask"].bool()
+    scored_entropies = sorted(skipped_output["teacher_entropy"][mask & nonzero.unsqueeze(1)].tolist())
+    expected_ref = scored_entropies[math.ceil(0.95 * len(scored_entropies)) - 1]
+    assert float(skipped_output["credit_entropy_ref"]) == pytest.approx(expected_ref, abs=1e-6)
+
+    # With H_ref fixed, every row's credit agrees with and without skipping; the A == 0 rows' is exactly zero.
+    config = with_entropy_ref(skipping.credit_config, expected_ref)
+    student_logps = full_output["teacher_logps"] - 0.3 * full_output["teacher_entropy"]  # any fixed student
+    credits = [
+        compute_credit(
+            "cl_egrsd",
+            advantages,
+            student_logps,
+            output["teacher_logps"],
+            output["teacher_entropy"],
+            output["completion_mask"],
+            config,
+            scored=output["teacher_scored"],
+        ).advantages
+        for output in (skipped_output, full_output)
+    ]
+    torch.testing.assert_close(credits[0], credits[1], atol=1e-5, rtol=0)
+    assert (credits[0][~nonzero] == 0).all() and (credits[0][nonzero][mask[nonzero]] != 0).all()
+
+    # The saved credit of a skipped rollout keeps its zero credit and no stand-in teacher values.
+    _, records = load_step_records(tmp_path / "True")
+    flat = [record for record in records if record["group"] == 0]
+    assert flat and all(record["advantage"] == 0 for record in flat)
+    for record in flat:
+        assert all(record[name] is None for name in ("ratio", "gate", "entropy", "delta", "lookahead_entropy"))
+        assert record["ahat"] == [0.0] * len(record["tokens"])
+    assert all(record["entropy"] is not None for record in records if record["group"] == 1)
+    render_step(tmp_path / "True")  # a page mixing scored and skipped rollouts renders
+
+
+def test_opsd_scores_every_rollout_even_in_flat_groups(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+    trainer, (output,), scored_rows = one_recorded_step(
+        tmp_path, tiny_model_dir, tokenizer, arith_dataset, credit_method="opsd"
+    )
+    assert (output["advantages"][:4] == 0).all()
+    assert scored_rows == [8] and output["teacher_scored"].all()
+    assert trainer.state.log_history[0]["teacher/rows_scored_frac"] == 1.0
+
+
+def test_a_flat_group_with_an_inexact_mean_gets_zero_advantage(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+    """Eight rewards of 0.1 (wrong but well formatted under the recipes' weights): TRL's float32 A is -7.45e-5, not
+    0; the reward-grounded methods make it 0, so the group gets no credit and no teacher pass."""
+
+    def first_group_at_one_tenth(completions, **kwargs):
+        return [0.1] * 8 + [float(i) for i in range(8, len(completions))]
+
+    trainer, (output,), scored_rows = one_recorded_step(
+        tmp_path,
+        tiny_model_dir,
+        tokenizer,
+        arith_dataset,
+        reward=first_group_at_one_tenth,
+        credit_method="rlsd",
+        per_device_train_batch_size=16,
+        num_generations=8,
+    )
+    trl_advantages = torch.tensor(list(trainer._logs["advantages"]))
+    assert (trl_advantages[:8] != 0).all() and (trl_advantages[:8].abs() < 1e-3).all()  # TRL's float dust
+    assert output["advantages"][:8].tolist() == [0.0] * 8
+    assert torch.equal(output["advantages"][8:], trl_advantages[8:])
+    assert scored_rows == [8] and output["teacher_scored"].tolist() == [False] * 8 + [True] * 8

@@ -48,6 +48,11 @@ class EGRSDConfig(GRPOConfig):
         num_credit_rollouts (`int`, defaults to 4):
             With `log_completions`, how many rollouts per logged step have their per-token credit saved for
             `egrsd-inspect` (best and worst of a group, group by group).
+        teacher_skip_zero_advantage (`bool`, defaults to `True`):
+            rlsd, egrsd, cl_egrsd: the teacher scores only the rollouts with A != 0 (a group rewarded all alike gets
+            zero credit whatever the teacher says); every rank still runs the same number of teacher forwards. opsd
+            scores every rollout whatever this says (no reward); grpo has no teacher. `teacher/rows_scored_frac` logs
+            the share scored.
     """
 
     credit_method: str = field(default="egrsd", metadata={"help": f"One of {CREDIT_METHODS}."})
@@ -99,6 +104,13 @@ class EGRSDConfig(GRPOConfig):
         metadata={
             "help": "With log_completions, how many rollouts per logged step have their per-token credit saved under "
             "<output_dir>/credit (the best and worst of each group, group by group)."
+        },
+    )
+    teacher_skip_zero_advantage: bool = field(
+        default=True,
+        metadata={
+            "help": "rlsd/egrsd/cl_egrsd: score only rollouts with A != 0 (their credit is zero anyway); opsd always "
+            "scores every rollout."
         },
     )
 

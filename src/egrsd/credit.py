@@ -21,6 +21,8 @@ import torch
 CREDIT_METHODS = ("grpo", "opsd", "rlsd", "egrsd", "cl_egrsd")
 TEACHER_METHODS = ("opsd", "rlsd", "egrsd", "cl_egrsd")
 ENTROPY_METHODS = ("egrsd", "cl_egrsd")
+# Ahat_t = A * (...): a rollout with A = 0 gets zero credit whatever its teacher scores.
+REWARD_GROUNDED_METHODS = ("rlsd", "egrsd", "cl_egrsd")
 ENTROPY_REFS = ("quantile", "log_vocab")
 CREDIT_NORMALIZATIONS = ("none", "sequence_mean")
 
@@ -107,6 +109,39 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def flat_group_rows(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) bool: the rows of groups (`group_size` consecutive rows) whose rewards are all equal, NaN ignored.
+
+    Such a group's GRPO advantage A = (r - mean) / (std + eps) is 0 in exact arithmetic, but float32 leaves dust when
+    the mean of equal rewards is inexact: eight rollouts rewarded 0.1 each (wrong but well formatted, under the
+    recipes' weights 1.0 and 0.1) get A = -7.45e-5. The reward-grounded methods set it to 0 exactly, as the method
+    defines it, so their zero credit and the teacher skipping (`rows_needing_teacher`) see the group as flat.
+    """
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be (N,) with N a multiple of {group_size}, got {tuple(rewards.shape)}")
+    grouped = rewards.view(-1, group_size)
+    scorable = ~torch.isnan(grouped)
+    largest = torch.where(scorable, grouped, -math.inf).max(dim=1).values
+    smallest = torch.where(scorable, grouped, math.inf).min(dim=1).values
+    flat = (largest == smallest) | ~scorable.any(dim=1)
+    return flat.repeat_interleave(group_size)
+
+
+def rows_needing_teacher(method: str, advantages: torch.Tensor, skip_zero_advantage: bool = True) -> torch.Tensor:
+    """(B,) bool: the rollouts whose credit depends on the teacher's scores.
+
+    Reward-grounded methods (rlsd, egrsd, cl_egrsd) give a rollout with A == 0 exactly zero credit, so with
+    `skip_zero_advantage` only rows with A != 0 need the teacher; opsd needs every row (no reward), grpo none.
+    """
+    if method not in CREDIT_METHODS:
+        raise ValueError(f"Unknown credit method {method!r}; choose one of {CREDIT_METHODS}")
+    if method == "grpo":
+        return torch.zeros(advantages.shape, dtype=torch.bool, device=advantages.device)
+    if method in REWARD_GROUNDED_METHODS and skip_zero_advantage:
+        return torch.nan_to_num(advantages, nan=0.0) != 0  # compute_credit reads a NaN A as 0
+    return torch.ones(advantages.shape, dtype=torch.bool, device=advantages.device)
+
+
 def resolve_entropy_ref(
     config: CreditConfig, teacher_entropy: torch.Tensor, mask: torch.Tensor, vocab_size: int | None = None
 ) -> float:
@@ -152,8 +187,16 @@ def compute_credit(
     config: CreditConfig = CreditConfig(),
     *,
     vocab_size: int | None = None,
+    scored: torch.Tensor | None = None,
 ) -> TokenCredit:
-    """All per-token credit quantities of `method` (see `token_advantages` for the arguments)."""
+    """All per-token credit quantities of `method` (see `token_advantages` for the arguments).
+
+    `scored` (B,) bool marks the rows whose teacher scores are real (default: every row). The others must have
+    A == 0 (reward-grounded methods only; see `rows_needing_teacher`): their credit is zero whatever their teacher
+    inputs hold, and the teacher-derived stats (delta, ratio, entropy, gate, lookahead, their fractions) and a
+    quantile H_ref count the scored rows only; those stats are NaN when no scored row has a valid token.
+    `advantage_abs_mean` counts every row (a skipped row's zero credit is real).
+    """
     if method not in CREDIT_METHODS:
         raise ValueError(f"Unknown credit method {method!r}; choose one of {CREDIT_METHODS}")
     if advantages.dim() != 1 or mask.dim() != 2 or advantages.size(0) != mask.size(0):
@@ -163,6 +206,18 @@ def compute_credit(
     valid = mask.bool()
     valid_f = valid.to(torch.float32)
     seq_adv = torch.nan_to_num(advantages.to(torch.float32), nan=0.0).unsqueeze(1)  # (B, 1)
+    if scored is None or method == "grpo":
+        teacher_valid, teacher_valid_f = valid, valid_f
+    else:
+        _check_scored_rows(method, seq_adv.squeeze(1), scored)
+        teacher_valid = valid & scored.to(valid.device).bool().unsqueeze(1)
+        teacher_valid_f = teacher_valid.to(torch.float32)
+
+    def teacher_mean(x: torch.Tensor) -> torch.Tensor:
+        """Mean over the scored rows' valid tokens (NaN when `scored` leaves none: not a zero to average in)."""
+        if scored is not None and not teacher_valid.any():
+            return torch.tensor(math.nan)
+        return _masked_mean(x, teacher_valid_f)
 
     if method == "grpo":
         ahat = seq_adv * valid_f
@@ -180,11 +235,11 @@ def compute_credit(
         )
 
     delta = (clean_logps(teacher_logps) - clean_logps(student_logps)) * valid_f
-    stats = {"delta_abs_mean": _masked_mean(delta.abs(), valid_f)}
+    stats = {"delta_abs_mean": teacher_mean(delta.abs())}
 
     if method == "opsd":
         ahat = delta.clamp(-config.opsd_clip, config.opsd_clip) * valid_f
-        stats["ratio_clip_frac"] = _masked_mean((delta.abs() > config.opsd_clip).float(), valid_f)
+        stats["ratio_clip_frac"] = teacher_mean((delta.abs() > config.opsd_clip).float())
         stats["advantage_abs_mean"] = _masked_mean(ahat.abs(), valid_f)
         return TokenCredit(advantages=ahat, delta=delta, stats=stats)
 
@@ -193,8 +248,8 @@ def compute_credit(
     log_lo, log_hi = math.log(config.ratio_clip_low), math.log(config.ratio_clip_high)
     signed_delta = torch.sign(seq_adv) * delta
     ratio = torch.exp(signed_delta.clamp(log_lo, log_hi))
-    stats["ratio_mean"] = _masked_mean(ratio, valid_f)
-    stats["ratio_clip_frac"] = _masked_mean(((signed_delta < log_lo) | (signed_delta > log_hi)).float(), valid_f)
+    stats["ratio_mean"] = teacher_mean(ratio)
+    stats["ratio_clip_frac"] = teacher_mean(((signed_delta < log_lo) | (signed_delta > log_hi)).float())
     weight = ratio
     credit = TokenCredit(advantages=seq_adv, delta=delta, ratio=ratio * valid_f, stats=stats)
 
@@ -204,7 +259,7 @@ def compute_credit(
         if teacher_entropy.shape != mask.shape:
             raise ValueError(f"teacher_entropy must have the mask's shape {tuple(mask.shape)}")
         entropy = torch.nan_to_num(teacher_entropy.to(torch.float32), nan=0.0, posinf=0.0).clamp(min=0.0) * valid_f
-        entropy_ref = resolve_entropy_ref(config, entropy, valid, vocab_size)
+        entropy_ref = resolve_entropy_ref(config, entropy, teacher_valid, vocab_size)
         effective_entropy = entropy
         if method == "cl_egrsd" and config.lookahead_window > 0:
             lookahead, has_following = lookahead_entropy(
@@ -212,7 +267,7 @@ def compute_credit(
             )
             effective_entropy = torch.where(has_following, torch.minimum(entropy, lookahead), entropy)
             credit.lookahead_entropy = lookahead * valid_f
-            stats["lookahead_entropy_mean"] = _masked_mean(credit.lookahead_entropy, valid_f)
+            stats["lookahead_entropy_mean"] = teacher_mean(credit.lookahead_entropy)
         # H_ref = 0 means every valid entropy is 0: a fully confident teacher, gate 1 everywhere.
         normalized = (effective_entropy / entropy_ref).clamp(0.0, 1.0) if entropy_ref > 0 else effective_entropy * 0
         gate = config.gate_floor + (1.0 - config.gate_floor) * (1.0 - normalized)
@@ -220,10 +275,10 @@ def compute_credit(
         credit.gate = gate * valid_f
         credit.entropy = entropy
         credit.entropy_ref = entropy_ref
-        stats["entropy_mean"] = _masked_mean(entropy, valid_f)
+        stats["entropy_mean"] = teacher_mean(entropy)
         stats["entropy_ref"] = torch.tensor(entropy_ref)
-        stats["gate_mean"] = _masked_mean(gate, valid_f)
-        stats["gate_floor_frac"] = _masked_mean((normalized >= 1.0).float(), valid_f)
+        stats["gate_mean"] = teacher_mean(gate)
+        stats["gate_floor_frac"] = teacher_mean((normalized >= 1.0).float())
 
     if config.credit_normalization == "sequence_mean":
         # The gate and ratio redistribute credit within each sequence instead of shrinking the step.
@@ -234,6 +289,20 @@ def compute_credit(
     credit.advantages = ahat
     stats["advantage_abs_mean"] = _masked_mean(ahat.abs(), valid_f)
     return credit
+
+
+def _check_scored_rows(method: str, advantages: torch.Tensor, scored: torch.Tensor) -> None:
+    if scored.shape != advantages.shape:
+        raise ValueError(f"scored must be (B,) like advantages {tuple(advantages.shape)}, got {tuple(scored.shape)}")
+    unscored = ~scored.to(advantages.device).bool()
+    if method not in REWARD_GROUNDED_METHODS:
+        if unscored.any():
+            raise ValueError(f"credit method {method!r} needs the teacher's scores of every row (none may be skipped)")
+    elif (unscored & (advantages != 0)).any():
+        raise ValueError(
+            f"credit method {method!r}: a row without teacher scores has A != 0, so its credit needs them; skip only "
+            "rows with A == 0 (see rows_needing_teacher)"
+        )
 
 
 def token_advantages(

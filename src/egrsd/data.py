@@ -28,7 +28,7 @@ import datasets
 from rewards.text import last_boxed_answer
 
 from .cli import UserError
-from .datafiles import check_columns, parquet_problems, read_numbered_rows
+from .datafiles import check_columns, has_column, parquet_problems, read_numbered_rows
 
 
 logger = logging.getLogger(__name__)
@@ -266,15 +266,6 @@ def _load_raw(spec: DatasetSpec, path: Path | None, split: str, config_name: str
     return datasets.load_dataset(builder, data_files=str(path), split="train")
 
 
-def _has_column(features: Mapping[str, Any], column: str) -> bool:
-    node: Any = features
-    for part in column.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def _read(row: Mapping[str, Any], column: str) -> Any:
     value: Any = row
     for part in column.split("."):
@@ -355,7 +346,7 @@ def load_math_dataset(
 
     solution_column = columns["solution"]
     for role, column in columns.items():
-        if column is None or _has_column(raw.features, column):
+        if column is None or has_column(raw.features, column):
             continue
         solution_optional = columns["answer"] is not None and not (column_mapping and "solution" in column_mapping)
         if role == "solution" and solution_optional and not require_solution:

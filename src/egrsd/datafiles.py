@@ -99,7 +99,8 @@ def _read_parquet(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return list(enumerate(rows, start=1))
 
 
-def _has(row: Mapping[str, Any], column: str) -> bool:
+def has_column(row: Mapping[str, Any], column: str) -> bool:
+    """Whether a row (or a dataset's features) holds `column`, a dotted path for nested fields ("extra.answer")."""
     node: Any = row
     for part in column.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -122,7 +123,7 @@ def check_columns(
     problems = []
     columns = sorted({key for _, row in rows for key in row})
     for role, column in needed.items():
-        missing = [number for number, row in rows if not _has(row, column)]
+        missing = [number for number, row in rows if not has_column(row, column)]
         if not missing:
             continue
         if len(missing) == len(rows):

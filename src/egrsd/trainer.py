@@ -2,8 +2,9 @@
 
 TRL generates and scores the rollouts; this subclass then builds each rollout's teacher prompt (the same chat
 template with the reference solution added), appends the completion ids unchanged, runs one no-grad teacher forward
-scored in chunks, and hands TRL (B, T) advantages from `egrsd.credit`. Clipping, loss aggregation, gradient
-accumulation, vLLM and PEFT stay TRL's.
+scored in chunks over the rollouts whose credit it can change (for rlsd, egrsd, cl_egrsd those with A != 0), and
+hands TRL (B, T) advantages from `egrsd.credit`. Clipping, loss aggregation, gradient accumulation, vLLM and PEFT
+stay TRL's.
 """
 
 import contextlib
@@ -28,7 +29,15 @@ from trl.trainer.utils import (
 )
 
 from .configs import EGRSDConfig
-from .credit import compute_credit, resolve_entropy_ref, with_entropy_ref
+from .credit import (
+    ENTROPY_METHODS,
+    REWARD_GROUNDED_METHODS,
+    compute_credit,
+    flat_group_rows,
+    resolve_entropy_ref,
+    rows_needing_teacher,
+    with_entropy_ref,
+)
 from .scoring import score_tokens
 from .teacher import build_teacher_prompt, required_columns, user_turn_markers
 
@@ -90,7 +99,7 @@ class EGRSDTrainer(GRPOTrainer):
         self.teacher = self._build_frozen_teacher(frozen_source) if args.teacher_model == "frozen" else None
         self._teacher_prompt_limit = self._teacher_prompt_length_limit() if args.needs_teacher else None
         self._user_turn = self._chat_user_turn() if args.needs_teacher else ("", "")
-        self.teacher_scoring_passes = 0  # generation batches scored by the teacher on this rank
+        self.teacher_scoring_passes = 0  # teacher scoring calls on this rank (none when no rank has a row to score)
         self._credit_records: list[dict] = []  # per-token credit of a few rollouts, saved at logging steps
         self._credit_picks: dict[int, str] = {}  # rollout index in the generation batch -> "best" / "worst"
 
@@ -254,6 +263,7 @@ class EGRSDTrainer(GRPOTrainer):
         start = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
         self._metrics[mode]["timing/rollout_s"].append(time.perf_counter() - start)
+        self._zero_flat_group_advantages(output, mode)
         if self._recording_credit(mode):
             self._prepare_credit_records(output)
         if not self.args.needs_teacher:
@@ -262,24 +272,109 @@ class EGRSDTrainer(GRPOTrainer):
                     output, compute_credit("grpo", output["advantages"], None, None, None, self._credit_mask(output))
                 )
             return output
-        # Every rank scores its own generation batch, of the same size on every rank (ZeRO-3 gathers collectively).
+        mask = self._credit_mask(output)
+        scored = rows_needing_teacher(
+            self.args.credit_method, output["advantages"], self.args.teacher_skip_zero_advantage
+        )
         start = time.perf_counter()
         with profiling_context(self, "teacher_scoring"):
-            teacher_logps, teacher_entropy = self.score_with_teacher(
-                inputs, output["completion_ids"], output["completion_mask"]
+            teacher_logps, teacher_entropy, scored_tokens_max = self._score_rows_with_teacher(
+                inputs, output, scored, mask
             )
+            # One H_ref for the generation batch of all ranks, so every micro-batch gates on the same scale.
+            entropy_ref = self._batch_entropy_ref(teacher_entropy, mask * scored.unsqueeze(1), scored_tokens_max)
         self._metrics[mode]["timing/teacher_scoring_s"].append(time.perf_counter() - start)
-        mask = self._credit_mask(output)
         output["teacher_logps"] = teacher_logps
         output["teacher_entropy"] = teacher_entropy
-        # One H_ref for the whole generation batch, so every micro-batch of it gates on the same scale.
-        entropy_ref = resolve_entropy_ref(self.credit_config, teacher_entropy, mask, self._vocab_size)
+        output["teacher_scored"] = scored  # rows with real teacher scores: the credit stats count only these
         output["credit_entropy_ref"] = torch.tensor(entropy_ref, device=teacher_entropy.device)
         if output.get("old_per_token_logps") is not None:
             output["advantages"] = self._apply_credit(output, output["old_per_token_logps"])
         # Otherwise TRL runs no student forward before the loss (on-policy, aligned steps); the loss forward's
         # log-probs are then exactly the rollout-time ones and the credit is applied there (see `_compute_loss`).
         return output
+
+    def _zero_flat_group_advantages(self, output, mode: str) -> None:
+        """rlsd, egrsd, cl_egrsd: A = 0 exactly for a group rewarded all alike (TRL's float arithmetic may leave
+        ~1e-4; see `credit.flat_group_rows`). Only where TRL centres rewards per group: with `normalize_then_sum` a
+        flat group's A is re-centred on the batch and need not be 0."""
+        if (
+            self.args.credit_method not in REWARD_GROUNDED_METHODS
+            or self.multi_objective_aggregation != "sum_then_normalize"
+        ):
+            return
+        # TRL's own combined reward, from the rewards of all processes (groups may span processes).
+        rewards_per_func = self._last_rewards_per_func
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        advantages = output["advantages"]
+        offset = self.accelerator.process_index * advantages.size(0)
+        flat = flat_group_rows(rewards, group_size)[offset : offset + advantages.size(0)]
+        output["advantages"] = advantages.masked_fill(flat.to(advantages.device), 0.0)
+
+    def _score_rows_with_teacher(
+        self, inputs: list[dict], output: dict, scored: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Teacher log-probs and entropies (B, T) of the `scored` rows; zeros in the others.
+
+        A skipped row (A == 0) gets zero credit whatever its teacher scores (`credit.compute_credit`), so its zeros
+        stand in for them and `teacher_scored` keeps it out of the credit stats. ZeRO-3 gathers parameters in every
+        forward, collectively, so every rank must run the same number of teacher forwards: the ranks agree on the
+        largest count of rows to score (one gather) and each pads its own to it with dummy rows (a copy of one of its
+        rows with an empty completion mask, scored nowhere and discarded; one position wide on a rank with no row of
+        its own, so nearly free). Returns also the largest count of valid scored tokens on any rank (for the H_ref
+        gather).
+        """
+        mode = "train" if self.model.training else "eval"
+        device = output["completion_ids"].device
+        rows = scored.nonzero().squeeze(1)
+        counts = torch.tensor(
+            [[rows.numel(), scored.numel(), int(mask[rows].sum())]], device=self.accelerator.device, dtype=torch.long
+        )
+        all_counts = self.accelerator.gather(counts).view(-1, 3)  # (processes, 3)
+        rows_max, tokens_max = int(all_counts[:, 0].max()), int(all_counts[:, 2].max())
+        self._metrics[mode]["teacher/rows_scored_frac"].append(float(all_counts[:, 0].sum() / all_counts[:, 1].sum()))
+
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        teacher_logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=device)
+        teacher_entropy = torch.zeros_like(teacher_logps)
+        if rows_max == 0:  # no rank has a row to score: no rank runs the teacher
+            return teacher_logps, teacher_entropy, tokens_max
+        # Completions are right-padded: scoring only up to the longest selected one changes no scored position.
+        positions = torch.arange(1, completion_ids.size(1) + 1, device=device)
+        width = max(1, int((completion_mask[rows].bool() * positions).max())) if rows.numel() else 1
+        pad_row = int(rows[0]) if rows.numel() else 0
+        num_pads = rows_max - rows.numel()
+        selected = torch.cat([rows, torch.full((num_pads,), pad_row, dtype=rows.dtype, device=device)])
+        selected_mask = completion_mask[selected, :width].clone()
+        selected_mask[rows.numel() :] = 0
+        logps, entropy = self.score_with_teacher(
+            [inputs[i] for i in selected.tolist()], completion_ids[selected, :width], selected_mask
+        )
+        teacher_logps[rows, :width] = logps[: rows.numel()].float()
+        teacher_entropy[rows, :width] = entropy[: rows.numel()].float()
+        return teacher_logps, teacher_entropy, tokens_max
+
+    def _batch_entropy_ref(self, teacher_entropy: torch.Tensor, scored_mask: torch.Tensor, tokens_max: int) -> float:
+        """H_ref of the generation batch: for a quantile, over the scored rows' valid entropies of every rank.
+
+        Ranks hold different numbers of scored tokens: each pads its own to the largest count (`tokens_max`, agreed
+        in `_score_rows_with_teacher`) with a validity row, and one gather brings every rank the same values, so every
+        rank gets the same H_ref. Skipped rows do not count.
+        """
+        config = self.credit_config
+        if config.entropy_ref != "quantile" or self.args.credit_method not in ENTROPY_METHODS:
+            # A fixed H_ref needs no data; rlsd and opsd do not gate (their H_ref is unused).
+            return resolve_entropy_ref(config, teacher_entropy, scored_mask, self._vocab_size)
+        if tokens_max == 0:  # no valid scored token on any rank
+            return 0.0
+        local = teacher_entropy[scored_mask.bool()].float()
+        padded = torch.zeros(1, 2, tokens_max, dtype=torch.float32, device=self.accelerator.device)
+        padded[0, 0, : local.numel()] = local.to(padded.device)
+        padded[0, 1, : local.numel()] = 1.0
+        gathered = self.accelerator.gather(padded).view(-1, 2, tokens_max)
+        return resolve_entropy_ref(config, gathered[:, 0], gathered[:, 1], self._vocab_size)
 
     def _credit_mask(self, inputs) -> torch.Tensor:
         mask = inputs["completion_mask"]
@@ -297,10 +392,12 @@ class EGRSDTrainer(GRPOTrainer):
             inputs["teacher_entropy"],
             self._credit_mask(inputs),
             config,
+            scored=inputs.get("teacher_scored"),
         )
         names = sorted(credit.stats)
         values = torch.stack([credit.stats[name].to(self.accelerator.device, torch.float32) for name in names])
-        gathered = self.accelerator.gather(values.unsqueeze(0)).mean(0)
+        # A rank whose micro-batch has no scored row reports NaN for the teacher's stats: the others' mean counts.
+        gathered = self.accelerator.gather(values.unsqueeze(0)).nanmean(0)
         for name, value in zip(names, gathered.tolist()):
             if math.isfinite(value):
                 self._metrics[mode][f"credit/{name}"].append(value)
@@ -376,10 +473,13 @@ class EGRSDTrainer(GRPOTrainer):
             "delta": credit.delta,
             "lookahead_entropy": credit.lookahead_entropy,
         }
+        scored = inputs.get("teacher_scored")
         for row, rollout in enumerate(inputs["rollout_index"].tolist()):
             pick = self._credit_picks.get(rollout)
             if pick is None:
                 continue
+            # A skipped row (A == 0) has no teacher scores: its record keeps the (zero) credit, not stand-in values.
+            teacher_scored = scored is None or bool(scored[row])
             valid = mask[row]
             token_ids = inputs["completion_ids"][row][valid].tolist()
             prompt_ids = inputs["prompt_ids"][row][inputs["prompt_mask"][row].bool()].tolist()
@@ -398,7 +498,7 @@ class EGRSDTrainer(GRPOTrainer):
                 "token_ids": token_ids,
             }
             for name, values in per_token.items():
-                if values is not None:
+                if values is not None and (teacher_scored or name == "ahat"):
                     record[name] = values[row][valid].tolist()
             self._credit_records.append(record)
 

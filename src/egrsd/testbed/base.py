@@ -55,9 +55,10 @@ class BaseSettings:
     # Model shape (tiny_qwen3_config's defaults: ~0.8M parameters).
     hidden_size: int = 128
     num_hidden_layers: int = 4
-    num_attention_heads: int = 8
-    num_key_value_heads: int = 4
-    head_dim: int = 16
+    # 4 query heads of 32 (2 key/value heads): 32 is the smallest head size vLLM's CPU attention supports.
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 32
     intermediate_size: int = 384
     # Stage 1: plain language modelling on packed derivations. Accuracy appears in a sudden jump between 500 and
     # 1000 steps; fewer steps leave the base nearly unable to add.

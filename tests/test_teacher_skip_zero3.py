@@ -1,0 +1,60 @@
+"""Teacher skipping under DeepSpeed ZeRO-3 on 2 CPU processes: equal teacher forwards, one H_ref over both ranks."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "teacher_skip_worker.py")
+
+
+def quantile(values, q=0.95):
+    """The q-quantile as H_ref defines it: the ceil(q * n)-th smallest value."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def test_ranks_agree_on_teacher_forwards_and_h_ref_under_zero3(tmp_path):
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "accelerate"),
+        "launch",
+        "--config_file",
+        "launch/accelerate/cpu_zero3.yaml",
+        WORKER,
+        str(tmp_path),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["steps"] for r in ranks] == [2, 2]
+
+    # Step 1: rank 0 only flat groups, rank 1 none; step 2: rank 0 one flat group of two.
+    first, second = ([r["batches"][step] for r in ranks] for step in (0, 1))
+    assert all(a == 0 for a in first[0]["advantages"]) and not any(first[0]["teacher_scored"])
+    assert all(a != 0 for a in first[1]["advantages"]) and all(first[1]["teacher_scored"])
+    assert second[0]["teacher_scored"] == [a != 0 for a in second[0]["advantages"]]
+    assert sum(second[0]["teacher_scored"]) == 4 and all(second[1]["teacher_scored"])
+    assert all(r["batches"][step]["skipped_teacher_values"] == 0 for r in ranks for step in (0, 1))
+
+    # Every rank ran the same teacher forwards: 2 row batches of 4 (8 rows, padded on rank 0), 2 forwards each with
+    # the prompt cache, per generation batch.
+    assert [r["teacher_scoring_passes"] for r in ranks] == [2, 2]
+    assert [r["teacher_forwards"] for r in ranks] == [8, 8]
+
+    # One H_ref for both ranks: the quantile of the scored entropies of both.
+    for step, batches in enumerate((first, second)):
+        union = batches[0]["scored_entropies"] + batches[1]["scored_entropies"]
+        expected = quantile(union)
+        assert [b["entropy_ref"] for b in batches] == [expected, expected], step
+    # ... which at step 2 is not what either rank's own rollouts would give alone.
+    local = [quantile(b["scored_entropies"]) for b in second]
+    assert local != [second[0]["entropy_ref"]] * 2
+
+    logged = [entry for entry in ranks[0]["log_history"] if "loss" in entry]
+    assert [entry["teacher/rows_scored_frac"] for entry in logged] == [0.5, 0.75]
+    assert all(math.isfinite(entry["loss"]) for entry in logged)
+    assert all(math.isfinite(entry["credit/gate_mean"]) for entry in logged)
