@@ -132,7 +132,7 @@ screenshot() {  # screenshot URL PNG
 screenshot "file://$HTML" "$OUT/credit.png"
 screenshot "file://$HTML#view=gate" "$OUT/gate.png"
 
-"$PY" - "$OUT/credit.png" "$OUT/gate.png" <<'PYTHON'
+"$PY" - "$OUT/credit.png" "$OUT/gate.png" "${RUN_DIR:+real}" <<'PYTHON'
 import sys
 
 import numpy as np
@@ -161,7 +161,10 @@ if credit["blue"] < 4000:
     problems.append("too few blue (raised) token pixels in the credit view")
 if credit["red"] < 4000:
     problems.append("too few red (lowered) token pixels in the credit view")
-if gate["purple"] < 2000:
+# A real run's gate is mostly near 1 (a few gated tokens per rollout), so its floor is only "some purple at all"
+# (the chrome alone has none); the repaint check below still applies.
+purple_floor = 200 if len(sys.argv) > 3 and sys.argv[3] == "real" else 2000
+if gate["purple"] < purple_floor:
     problems.append("too few purple (down-weighted) pixels in the gate view: did the page's script run?")
 if gate["blue"] > credit["blue"] / 2:
     problems.append("the gate view kept the credit colours: the view toggle did not repaint")
