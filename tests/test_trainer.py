@@ -473,7 +473,8 @@ def one_recorded_step(tmp_path, tiny_model_dir, tokenizer, arith_dataset, reward
 
 
 def test_teacher_scores_only_rows_whose_credit_it_can_change(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
-    from egrsd.inspect import load_step_records, render_step
+    from egrsd.credit_pages.records import load_step_records
+    from egrsd.credit_pages.render import render_step
 
     runs = {}
     for skip in (True, False):

@@ -235,10 +235,12 @@ def test_frontier_missing_and_non_json_results(tmp_path):
 
 
 def test_inspect_missing_folder_and_folder_without_records(tmp_path):
-    result = run(tmp_path, "-m", "egrsd.inspect", "no/such/run")
+    result = run(tmp_path, "-m", "egrsd.credit_pages", "no/such/run")
     assert_one_clear_line(result, "no such folder no/such/run")
     (tmp_path / "run").mkdir()
-    assert_one_clear_line(run(tmp_path, "-m", "egrsd.inspect", "run"), "no credit records", "log_completions: true")
+    assert_one_clear_line(
+        run(tmp_path, "-m", "egrsd.credit_pages", "run"), "no credit records", "log_completions: true"
+    )
 
 
 def test_testbed_missing_base(tmp_path):

@@ -99,7 +99,7 @@ def comparison(base: dict, trained: dict, method: str) -> str:
 
 def credit_pages(run_dir: Path) -> str:
     """Where the training run's credit pages are, and the last step's page."""
-    from ..inspect import available_steps, step_path
+    from ..credit_pages.records import available_steps, step_path
 
     steps = available_steps(run_dir)
     if not steps:
