@@ -228,9 +228,9 @@ def test_train_exits_0_after_a_successful_run(tmp_path):
 
 
 def test_frontier_missing_and_non_json_results(tmp_path):
-    assert_one_clear_line(run(tmp_path, "-m", "egrsd.frontier", "nowhere/results.json"), "nowhere/results.json")
+    assert_one_clear_line(run(tmp_path, "-m", "egrsd.eval.frontier", "nowhere/results.json"), "nowhere/results.json")
     (tmp_path / "broken.json").write_text('{"benchmarks": {\n  "math500": [1, 2,\n')
-    result = run(tmp_path, "-m", "egrsd.frontier", "broken.json")
+    result = run(tmp_path, "-m", "egrsd.eval.frontier", "broken.json")
     assert_one_clear_line(result, "broken.json:3: not valid JSON", "results.json that egrsd-eval wrote")
 
 
@@ -252,7 +252,7 @@ def test_eval_mistakes(tmp_path):
     (tmp_path / "bench.jsonl").write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+2" "answer": "4"}\n')
     outcomes = run_each(
         tmp_path,
-        "egrsd.evaluate",
+        "egrsd.eval.cli",
         [
             ["--model", "x/y", "--benchmarks", "gsm9k"],
             ["--model", "./no-model", "--benchmarks", BENCHMARK],
@@ -275,7 +275,7 @@ def test_eval_counts_an_unparseable_gold_as_ungradable_and_warns_on_an_empty_pro
     (tmp_path / "bench.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     result = run(
         tmp_path,
-        "-m", "egrsd.evaluate",
+        "-m", "egrsd.eval",
         "--model", tiny_model_dir,
         "--benchmarks", "bench.jsonl",
         "--max-new-tokens", "4",
