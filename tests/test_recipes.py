@@ -10,7 +10,7 @@ import yaml
 
 from egrsd.check import METHOD_KEYS, run_check
 from egrsd.cli import run_cli
-from egrsd.train import make_parser
+from egrsd.configs import make_parser
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

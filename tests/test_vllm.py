@@ -208,7 +208,7 @@ def test_server_mode_on_a_cpu_fails_at_start_naming_the_cuda_requirement(tmp_pat
 def test_check_accepts_colocated_vllm_on_a_cpu_and_rejects_server_mode(capsys):
     from egrsd.check import run_check
     from egrsd.cli import UserError
-    from egrsd.train import make_parser
+    from egrsd.configs import make_parser
     from egrsd.vllm_compat import SERVER_MODE_ON_CPU
 
     recipe = "recipes/tiny/egrsd/config.yaml"
@@ -229,7 +229,7 @@ EVAL_ARGS += ["--max-new-tokens", "320", "--temperature", "1.0", "--top-p", "1.0
 
 
 def evaluate(model: str, output_dir: Path, *backend_args: str) -> dict:
-    command = [PYTHON, "-m", "egrsd.evaluate", "--model", model, *EVAL_ARGS, "--output-dir", str(output_dir)]
+    command = [PYTHON, "-m", "egrsd.eval", "--model", model, *EVAL_ARGS, "--output-dir", str(output_dir)]
     run([*command, *backend_args], timeout=600)
     return json.loads((output_dir / "results.json").read_text())
 
