@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from rewards import accuracy_reward, grade_batch
+from egrsd.rewards import accuracy_reward, grade_batch
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -58,7 +58,7 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
     use_cpu = training_args.use_cpu if use_cpu is None else use_cpu
 
     # Rewards: every name resolves, and the weights match them.
-    from rewards import get_reward_funcs
+    from .rewards import get_reward_funcs
 
     try:
         get_reward_funcs(script_args.reward_funcs)

@@ -74,8 +74,8 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     from packaging.version import Version
     from transformers import AutoTokenizer
 
+    from egrsd.rewards import get_reward_funcs
     from egrsd.trainer import EGRSDTrainer
-    from rewards import get_reward_funcs
 
     reward_funcs = get_reward_funcs(
         script_args.reward_funcs, max_completion_length=training_args.max_completion_length

@@ -38,7 +38,7 @@ def grade_completions(
 ) -> list[tuple[float | None, str | None]]:
     """(score, extracted answer) per completion from the shared grader (one round-trip to its worker per chunk), with
     a progress bar."""
-    from rewards import grade_batch
+    from ..rewards import grade_batch
 
     grades: list[tuple[float | None, str | None]] = []
     with tqdm(total=len(completions), desc="grade", unit="sample") as progress:
