@@ -17,15 +17,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
+from helpers import FIXTURES, tiny_model_shape  # noqa: E402
 
 from egrsd.configs import EGRSDConfig  # noqa: E402
-from egrsd.testbed.model import SMOKE_TEST_SIZE, build_tiny_qwen3  # noqa: E402
+from egrsd.testbed.model import build_tiny_qwen3  # noqa: E402
 from egrsd.testbed.tokenizer import build_tokenizer  # noqa: E402
 from egrsd.trainer import EGRSDTrainer  # noqa: E402
 
 
 NUM_GENERATIONS = 4
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "arith_tiny.jsonl")
 
 
 def rank_reward(completions, trainer_state, **kwargs):
@@ -62,13 +62,13 @@ def main(output_dir: str) -> None:
     tokenizer = build_tokenizer()
     model_dir = os.path.join(output_dir, "model")
     if rank == 0:
-        build_tiny_qwen3(tokenizer, seed=0, **SMOKE_TEST_SIZE).save_pretrained(model_dir)
+        build_tiny_qwen3(tokenizer, seed=0, **tiny_model_shape()).save_pretrained(model_dir)
     args.distributed_state.wait_for_everyone()
     trainer = EGRSDTrainer(
         model=model_dir,
         reward_funcs=rank_reward,
         args=args,
-        train_dataset=load_dataset("json", data_files=FIXTURE, split="train"),
+        train_dataset=load_dataset("json", data_files=str(FIXTURES / "arith_tiny.jsonl"), split="train"),
         processing_class=tokenizer,
     )
 

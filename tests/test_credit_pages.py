@@ -7,6 +7,7 @@ import types
 from html.parser import HTMLParser
 
 import pytest
+from helpers import tiny_training_settings
 
 from egrsd.credit_pages.cli import main
 from egrsd.credit_pages.page import render_html
@@ -350,8 +351,6 @@ def test_training_with_cl_egrsd_saves_and_renders_the_credit(tmp_path, make_trai
 def test_grpo_records_trls_advantages_and_only_when_asked(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
     """grpo has no teacher: the recorder saves TRL's sequence-level advantage as every token's credit. With
     `num_credit_rollouts: 0` no recorder is added."""
-    from conftest import tiny_training_settings
-
     from egrsd.configs import EGRSDConfig
     from egrsd.credit_pages.callback import CreditRecordCallback
     from egrsd.trainer import EGRSDTrainer

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import FIXTURES
 
 from egrsd.eval import EvalConfig, evaluate
 from egrsd.eval.benchmarks import (
@@ -26,13 +27,12 @@ from egrsd.eval.metrics import average_metrics, pass_at_k, summarize
 from egrsd.eval.run import grade_completions
 from egrsd.eval.tokens import count_thinking_tokens, cut_at_eos, prompt_opens_thinking, render_prompt_ids
 from egrsd.eval.vllm_generation import generate_with_vllm
-from egrsd.testbed.model import build_tiny_qwen3
 from egrsd.testbed.tokenizer import build_tokenizer
 
 
-FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
-TINY_ARITH = FIXTURES / "tiny_arith.jsonl"
-MAPPED = FIXTURES / "tiny_arith_mapped.json"
+BENCHMARKS_DIR = FIXTURES / "benchmarks"
+TINY_ARITH = BENCHMARKS_DIR / "tiny_arith.jsonl"
+MAPPED = BENCHMARKS_DIR / "tiny_arith_mapped.json"
 OPEN, CLOSE = 101, 102  # stand-ins for the <think> and </think> ids
 
 
@@ -335,24 +335,6 @@ def test_vllm_data_parallel_needs_enough_gpus(monkeypatch):
 
 # ----------------------------------------------------------------------------------------------------------------
 # End to end on CPU
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    tokenizer = build_tokenizer()
-    model = build_tiny_qwen3(
-        tokenizer,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-    )
-    path = tmp_path_factory.mktemp("tiny-qwen3")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 RESULT_KEYS = {

@@ -3,8 +3,7 @@
 import json
 
 import pytest
-from conftest import digit_reward, tiny_training_settings
-from test_bench import load_bench
+from helpers import digit_reward, load_bench, tiny_training_settings
 
 
 def test_eval_logs_rewards_and_lengths_without_the_teacher(tmp_path, tiny_model_dir, tokenizer, arith_dataset):

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import digit_reward, tiny_training_settings
+from helpers import digit_reward, tiny_training_settings
 
 from egrsd.configs import EGRSDConfig
 from egrsd.credit import compute_credit, with_entropy_ref

@@ -8,25 +8,20 @@ the light tools and the successful training run get a process per command.
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import yaml
+from helpers import FIXTURES, ROOT, run_python
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RECIPE = os.path.join(ROOT, "recipes", "tiny", "egrsd", "config.yaml")
-BENCHMARK = os.path.join(ROOT, "tests", "fixtures", "benchmarks", "tiny_arith.jsonl")
+BENCHMARK = str(FIXTURES / "benchmarks" / "tiny_arith.jsonl")
 USER_ERROR = 2
 
 
 def run(tmp_path, *command, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-    return subprocess.run(
-        [sys.executable, *command], cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    return run_python(*command, cwd=tmp_path, timeout=timeout)
 
 
 def error_lines(stderr: str) -> list[str]:
