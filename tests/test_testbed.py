@@ -14,16 +14,15 @@ from egrsd.testbed.base import (
     BaseSettings,
     base_model_config,
     build_base,
-    completion_log_probs,
     ensure_base,
-    generate,
     is_complete_base,
     load_base,
     read_base_info,
     shipped_base_path,
-    token_segments,
 )
+from egrsd.testbed.base_eval import generate
 from egrsd.testbed.cli import main as cli_main
+from egrsd.testbed.teacher_signal import completion_log_probs, token_segments
 from egrsd.testbed.tokenizer import build_tokenizer
 
 
