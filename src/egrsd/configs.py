@@ -187,7 +187,7 @@ class EGRSDScriptArguments(ScriptArguments):
         dataset_max_samples: keep at most this many training rows (after shuffling with the seed).
         dataset_test_max_samples: with `eval_strategy` on, evaluate on at most this many rows of
             `dataset_test_split` (the same rows whatever the training seed: the first ones of a generated set).
-        reward_funcs: reward names from `rewards` or import strings `package.module:function`.
+        reward_funcs: reward names from `egrsd.rewards` or import strings `package.module:function`.
         check: validate the recipe and print the resolved configuration, then exit (no model or data download).
     """
 
@@ -205,7 +205,7 @@ class EGRSDScriptArguments(ScriptArguments):
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
-        metadata={"help": "Reward names (see `rewards`) or import strings 'package.module:function'."},
+        metadata={"help": "Reward names (see `egrsd.rewards`) or import strings 'package.module:function'."},
     )
     check: bool = field(default=False, metadata={"help": "Validate the recipe, print it resolved, and exit."})
 
