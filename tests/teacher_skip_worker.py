@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
-from helpers import FIXTURES, tiny_model_shape  # noqa: E402
+from helpers import FIXTURES, tiny_model_shape, tiny_training_settings  # noqa: E402
 
 from egrsd.configs import EGRSDConfig  # noqa: E402
 from egrsd.testbed.model import build_tiny_qwen3  # noqa: E402
@@ -40,24 +40,16 @@ def rank_reward(completions, trainer_state, **kwargs):
 
 
 def main(output_dir: str) -> None:
-    args = EGRSDConfig(
-        output_dir=output_dir,
+    settings = tiny_training_settings(
+        output_dir,
         credit_method="egrsd",
         per_device_train_batch_size=4,  # teacher row batches of 4: 8 rows per rank take two
         gradient_accumulation_steps=2,  # one generation batch of 2 groups per rank per optimizer step
         num_generations=NUM_GENERATIONS,
         max_completion_length=16,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
         teacher_prompt_cache=True,  # two forwards per row batch
-        seed=7,
     )
+    args = EGRSDConfig(**settings)
     rank = args.process_index
     tokenizer = build_tokenizer()
     model_dir = os.path.join(output_dir, "model")
