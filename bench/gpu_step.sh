@@ -17,8 +17,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     || exit 1
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-# The repository's own code (egrsd under src/, rewards at the root), without installing it.
-export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}
+# The repository's own code (egrsd under src/) without installing it: the bench needs no egrsd.rewards, which only an
+# install maps from the top-level rewards/ folder.
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 
 python3 - <<'EOF' || exit 1
 import torch, transformers, accelerate, datasets, trl

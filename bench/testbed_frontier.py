@@ -10,6 +10,7 @@ problem's step lines, in order).
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -45,16 +46,45 @@ def run(command: list[str], log_path: Path, threads: int) -> None:
         raise RuntimeError(f"{' '.join(command)} failed (exit {result.returncode}); see {log_path}")
 
 
+def _evaluate_logged(config, log_path: str, threads: int) -> None:
+    """In a fresh process: `threads` torch threads, everything it prints to `log_path`, then egrsd's evaluate."""
+    os.environ.update(OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    with open(log_path, "w") as log:
+        os.dup2(log.fileno(), sys.stdout.fileno())
+        os.dup2(log.fileno(), sys.stderr.fileno())
+    from egrsd.eval import evaluate
+
+    evaluate(config)
+
+
 def evaluate(model: str, output_dir: Path, args, threads: int) -> dict:
+    from egrsd.eval import EvalConfig
+
     if not (output_dir / "results.json").exists():
         output_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "egrsd.evaluate", "--model", model, "--benchmarks", "testbed-arithmetic"]
-        command += ["--backend", "transformers", "--num-samples", str(args.num_samples)]
-        command += ["--max-new-tokens", str(args.max_new_tokens), "--temperature", "1.0", "--top-p", "1.0"]
-        command += ["--top-k", "0", "--batch-size", "200", "--seed", "0", "--output-dir", str(output_dir)]
-        if args.max_problems:
-            command += ["--max-problems", str(args.max_problems)]
-        run(command, output_dir.parent / f"{output_dir.name}-eval.log", threads)
+        config = EvalConfig(
+            model=model,
+            benchmarks=["testbed-arithmetic"],
+            backend="transformers",
+            num_samples=args.num_samples,
+            max_new_tokens=args.max_new_tokens,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            batch_size=200,
+            seed=0,
+            output_dir=str(output_dir),
+            max_problems=args.max_problems or None,
+        )
+        # A spawned process, as each training run is one: parallel runs do not share torch's threads.
+        log_path = output_dir.parent / f"{output_dir.name}-eval.log"
+        process = multiprocessing.get_context("spawn").Process(
+            target=_evaluate_logged, args=(config, str(log_path), threads)
+        )
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"evaluating {model} failed (exit {process.exitcode}); see {log_path}")
     results = json.loads((output_dir / "results.json").read_text())
     results["samples_path"] = str(output_dir / Path(results["samples_file"]).name)
     return results

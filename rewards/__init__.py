@@ -1,17 +1,18 @@
 """Reward functions for math reasoning, selectable by name from a recipe.
 
-    from rewards import get_reward_funcs
+    from egrsd.rewards import get_reward_funcs
     reward_funcs = get_reward_funcs(["accuracy", "format"])
 
 Every reward is a plain TRL reward function, `f(completions, **dataset_columns) -> list[float | None]`; see
-`rewards.registry` for the name syntax (registered names, parameters, and import strings for your own rewards) and
-`rewards.accuracy` for the grading rules shared with evaluation.
+`egrsd.rewards.registry` for the name syntax (registered names, parameters, and import strings for your own
+rewards) and `egrsd.rewards.accuracy` for the grading rules shared with evaluation. The folder is the repository's
+top-level `rewards/`, installed as `egrsd.rewards` (a PyPI distribution claims the top-level name `rewards`).
 """
 
-from rewards.accuracy import accuracy_reward, extract_final_answer, grade, grade_batch
-from rewards.format import format_reward
-from rewards.length import CosineScaledReward, SoftOverlongPunishment, length_penalty_reward
-from rewards.registry import REWARD_FACTORIES, REWARD_REGISTRY, get_reward_funcs, known_reward_names, make_reward
+from .accuracy import accuracy_reward, extract_final_answer, grade, grade_batch
+from .format import format_reward
+from .length import CosineScaledReward, SoftOverlongPunishment, length_penalty_reward
+from .registry import REWARD_FACTORIES, REWARD_REGISTRY, get_reward_funcs, known_reward_names, make_reward
 
 
 __all__ = [

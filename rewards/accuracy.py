@@ -12,19 +12,19 @@ Rules (the same in training and evaluation):
   last box counts). A gold that math-verify cannot parse, or parses only as text, gives None, which TRL skips, for
   every completion (and `egrsd-eval` counts as ungradable).
 * Before parsing, both sides are lightly normalized: `$...$`, `1\,000`, and the constants `\mathrm{e}`, `\mathrm{i}`,
-  `\text{e}`, ... written bare (see `rewards.text.normalize_answer`).
+  `\text{e}`, ... written bare (see `text.normalize_answer`).
 * Each (answer, gold) pair is graded on its own: a pair that breaks the grader scores 0.0 (or None when the gold is
   at fault), never its neighbours.
 * Equivalence is math-verify's (numbers, fractions, intervals, sets, units, percents, degrees, ...), run in a
-  time-bounded worker process; see `rewards.verifier`.
+  time-bounded worker process; see `verifier`.
 """
 
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rewards.text import answer_section, completion_text, final_boxed_answer, last_boxed_answer, normalize_answer
-from rewards.verifier import grade_pairs
+from .text import answer_section, completion_text, final_boxed_answer, last_boxed_answer, normalize_answer
+from .verifier import grade_pairs
 
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ TIMEOUT_STATUSES = ("timeout", "killed")
 def extract_final_answer(completion: str) -> str | None:
     r"""The final answer of a thinking-mode completion: the boxed answer after the last `</think>`.
 
-    Several boxes there are read together, as math-verify reads them (`rewards.text.final_boxed_answer`). None when
+    Several boxes there are read together, as math-verify reads them (`text.final_boxed_answer`). None when
     the thinking block is never closed or no complete, non-empty boxed answer follows it (or the last box is cut
     off). Conversational completions (a list of messages) are accepted too.
     """

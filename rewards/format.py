@@ -3,7 +3,7 @@ r"""Format reward: one closed thinking block, then exactly one boxed final answe
 from collections.abc import Sequence
 from typing import Any
 
-from rewards.text import THINK_CLOSE, THINK_OPEN, boxed_answers, completion_text
+from .text import THINK_CLOSE, THINK_OPEN, boxed_answers, completion_text
 
 
 def is_well_formatted(text: str) -> bool:

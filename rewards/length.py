@@ -5,7 +5,7 @@
   this repo's thinking-mode grader.
 * `SoftOverlongPunishment`: TRL's DAPO soft overlong punishment (`trl.rewards.get_soft_overlong_punishment`).
 
-The TRL pieces are imported on first use, so `import rewards` stays light (the evaluation module imports it too).
+The TRL pieces are imported on first use, so `import egrsd.rewards` stays light (the evaluation module imports it too).
 Both wrappers are module-level classes and so stay picklable, like TRL's own reward objects.
 """
 
@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rewards.accuracy import grade_batch
-from rewards.text import completion_text
+from .accuracy import grade_batch
+from .text import completion_text
 
 
 # Used when neither the reward's parameters nor the trainer's max_completion_length say otherwise.

@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rewards.accuracy import accuracy_reward
-from rewards.format import format_reward
-from rewards.length import CosineScaledReward, SoftOverlongPunishment, length_penalty_reward
-from rewards.verifier import start_workers
+from .accuracy import accuracy_reward
+from .format import format_reward
+from .length import CosineScaledReward, SoftOverlongPunishment, length_penalty_reward
+from .verifier import start_workers
 
 
 logger = logging.getLogger(__name__)

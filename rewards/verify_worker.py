@@ -1,6 +1,6 @@
 """The grading worker: a separate Python process that runs math-verify on (answer, gold) pairs.
 
-Started and owned by `rewards.verifier`; not imported by anything else. It is run as a script by file path, so it
+Started and owned by `egrsd.rewards.verifier`; not imported by anything else. It is run as a script by file path, so it
 depends on nothing but the standard library and math-verify.
 
 Protocol (JSON lines; stdout carries nothing else, stray prints from libraries are sent to stderr):

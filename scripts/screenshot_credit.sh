@@ -46,7 +46,7 @@ import sys
 import torch
 
 from egrsd.credit import CreditConfig, compute_credit
-from egrsd.inspect import write_step_records
+from egrsd.credit_pages.records import write_step_records
 
 
 run_dir = sys.argv[1]
@@ -117,7 +117,7 @@ print(write_step_records(run_dir, 10, records))
 PYTHON
 fi
 
-"$PY" -m egrsd.inspect "$RUN" ${STEP:+--step "$STEP"} | tee "$OUT/inspect.txt"
+"$PY" -m egrsd.credit_pages "$RUN" ${STEP:+--step "$STEP"} | tee "$OUT/inspect.txt"
 HTML="$(sed -n 's/^html: //p' "$OUT/inspect.txt")"
 
 screenshot() {  # screenshot URL PNG

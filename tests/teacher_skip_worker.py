@@ -17,15 +17,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
+from helpers import FIXTURES, tiny_model_shape, tiny_training_settings  # noqa: E402
 
 from egrsd.configs import EGRSDConfig  # noqa: E402
-from egrsd.testbed.model import SMOKE_TEST_SIZE, build_tiny_qwen3  # noqa: E402
+from egrsd.testbed.model import build_tiny_qwen3  # noqa: E402
 from egrsd.testbed.tokenizer import build_tokenizer  # noqa: E402
 from egrsd.trainer import EGRSDTrainer  # noqa: E402
 
 
 NUM_GENERATIONS = 4
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "arith_tiny.jsonl")
 
 
 def rank_reward(completions, trainer_state, **kwargs):
@@ -40,35 +40,27 @@ def rank_reward(completions, trainer_state, **kwargs):
 
 
 def main(output_dir: str) -> None:
-    args = EGRSDConfig(
-        output_dir=output_dir,
+    settings = tiny_training_settings(
+        output_dir,
         credit_method="egrsd",
         per_device_train_batch_size=4,  # teacher row batches of 4: 8 rows per rank take two
         gradient_accumulation_steps=2,  # one generation batch of 2 groups per rank per optimizer step
         num_generations=NUM_GENERATIONS,
         max_completion_length=16,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
         teacher_prompt_cache=True,  # two forwards per row batch
-        seed=7,
     )
+    args = EGRSDConfig(**settings)
     rank = args.process_index
     tokenizer = build_tokenizer()
     model_dir = os.path.join(output_dir, "model")
     if rank == 0:
-        build_tiny_qwen3(tokenizer, seed=0, **SMOKE_TEST_SIZE).save_pretrained(model_dir)
+        build_tiny_qwen3(tokenizer, seed=0, **tiny_model_shape()).save_pretrained(model_dir)
     args.distributed_state.wait_for_everyone()
     trainer = EGRSDTrainer(
         model=model_dir,
         reward_funcs=rank_reward,
         args=args,
-        train_dataset=load_dataset("json", data_files=FIXTURE, split="train"),
+        train_dataset=load_dataset("json", data_files=str(FIXTURES / "arith_tiny.jsonl"), split="train"),
         processing_class=tokenizer,
     )
 

@@ -1,21 +1,10 @@
 """Smoke runs of the bench scripts at their tiniest sizes: they run end to end and write the documented JSON."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def load_bench(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_bench
 
 
 def positive_finite(value) -> bool:

@@ -4,6 +4,7 @@ import os
 
 import datasets
 import pytest
+from helpers import FIXTURES
 
 from egrsd.data import (
     DATASET_REGISTRY,
@@ -14,7 +15,7 @@ from egrsd.data import (
 )
 
 
-DATA = os.path.join(os.path.dirname(__file__), "fixtures", "data")
+DATA = str(FIXTURES / "data")
 DEEPSCALER = "agentica-org/DeepScaleR-Preview-Dataset"
 
 

@@ -1,9 +1,8 @@
 import os
 
+from helpers import ROOT
+
 from egrsd.testbed import arithmetic
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_demo_runs_end_to_end_at_small_sizes(tmp_path, capsys, monkeypatch):

@@ -3,7 +3,7 @@ training, and the per-token credit reaches the right rows after TRL shuffles the
 
 import pytest
 import torch
-from conftest import digit_reward, tiny_training_settings
+from helpers import digit_reward, tiny_training_settings
 
 from egrsd.configs import EGRSDConfig
 from egrsd.credit import compute_credit, with_entropy_ref

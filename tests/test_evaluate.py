@@ -9,8 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import FIXTURES
 
-from egrsd.benchmarks import (
+from egrsd.eval import EvalConfig, evaluate
+from egrsd.eval.benchmarks import (
     BENCHMARKS,
     DEFAULT_INSTRUCTION,
     build_messages,
@@ -19,27 +21,18 @@ from egrsd.benchmarks import (
     parse_local_spec,
     split_benchmark_names,
 )
-from egrsd.evaluate import (
-    EvalConfig,
-    Generation,
-    average_metrics,
-    count_thinking_tokens,
-    cut_at_eos,
-    generate_with_vllm,
-    grade_completions,
-    main,
-    pass_at_k,
-    prompt_opens_thinking,
-    render_prompt_ids,
-    summarize,
-)
-from egrsd.testbed.model import build_tiny_qwen3
+from egrsd.eval.cli import build_parser, config_from_args, main
+from egrsd.eval.generation import Generation
+from egrsd.eval.metrics import average_metrics, pass_at_k, summarize
+from egrsd.eval.run import grade_completions
+from egrsd.eval.tokens import count_thinking_tokens, cut_at_eos, prompt_opens_thinking, render_prompt_ids
+from egrsd.eval.vllm_generation import generate_with_vllm
 from egrsd.testbed.tokenizer import build_tokenizer
 
 
-FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
-TINY_ARITH = FIXTURES / "tiny_arith.jsonl"
-MAPPED = FIXTURES / "tiny_arith_mapped.json"
+BENCHMARKS_DIR = FIXTURES / "benchmarks"
+TINY_ARITH = BENCHMARKS_DIR / "tiny_arith.jsonl"
+MAPPED = BENCHMARKS_DIR / "tiny_arith_mapped.json"
 OPEN, CLOSE = 101, 102  # stand-ins for the <think> and </think> ids
 
 
@@ -344,24 +337,6 @@ def test_vllm_data_parallel_needs_enough_gpus(monkeypatch):
 # End to end on CPU
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    tokenizer = build_tokenizer()
-    model = build_tiny_qwen3(
-        tokenizer,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-    )
-    path = tmp_path_factory.mktemp("tiny-qwen3")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 RESULT_KEYS = {
     "model",
     "backend",
@@ -405,32 +380,57 @@ SAMPLE_KEYS = {
 }
 
 
-def test_end_to_end_transformers_backend(tiny_model_dir, tmp_path, capsys):
+def test_cli_maps_every_option_to_the_config():
+    argv = ["--model", "m", "--benchmarks", "math500, tiny.jsonl:problem=q", "--num-samples", "4"]
+    argv += ["--max-new-tokens", "64", "--temperature", "1", "--top-p", "0.5", "--top-k", "0", "--backend", "vllm"]
+    argv += ["--tensor-parallel-size", "2", "--data-parallel-size", "3", "--batch-size", "5", "--max-problems", "6"]
+    argv += ["--seed", "7", "--output-dir", "out", "--no-enable-thinking", "--system-prompt", "S"]
+    argv += ["--instruction", "I", "--gpu-memory-utilization", "0.5", "--max-model-len", "99"]
+    assert config_from_args(build_parser().parse_args(argv)) == EvalConfig(
+        model="m",
+        benchmarks=["math500", "tiny.jsonl:problem=q"],
+        num_samples=4,
+        max_new_tokens=64,
+        temperature=1.0,
+        top_p=0.5,
+        top_k=0,
+        backend="vllm",
+        tensor_parallel_size=2,
+        data_parallel_size=3,
+        batch_size=5,
+        max_problems=6,
+        seed=7,
+        output_dir="out",
+        enable_thinking=False,
+        system_prompt="S",
+        instruction="I",
+        gpu_memory_utilization=0.5,
+        max_model_len=99,
+    )
+    # The defaults are the config's.
+    assert config_from_args(build_parser().parse_args(["--model", "m", "--benchmarks", "math500"])) == EvalConfig(
+        model="m", benchmarks=["math500"]
+    )
+
+
+def test_end_to_end_transformers_backend(tiny_model_dir, tmp_path):
     budget, k = 24, 2
     output_dir = tmp_path / "eval"
-    argv = [
-        "--model",
-        str(tiny_model_dir),
-        "--benchmarks",
-        f"{TINY_ARITH},{MAPPED}:problem=question,answer=final,id=uid",
-        "--num-samples",
-        str(k),
-        "--max-new-tokens",
-        str(budget),
-        "--backend",
-        "transformers",
-        "--batch-size",
-        "8",
-        "--seed",
-        "0",
-        "--output-dir",
-        str(output_dir),
-    ]
-    main(argv)
-    printed = capsys.readouterr().out
-    assert "| tiny_arith |" in printed and str(output_dir / "results.json") in printed
+    config = EvalConfig(
+        model=str(tiny_model_dir),
+        benchmarks=[str(TINY_ARITH), f"{MAPPED}:problem=question,answer=final,id=uid"],
+        num_samples=k,
+        max_new_tokens=budget,
+        backend="transformers",
+        batch_size=8,
+        seed=0,
+        output_dir=str(output_dir),
+    )
+    returned = evaluate(config)
+    assert returned.pop("output_dir") == str(output_dir)
 
     results = json.loads((output_dir / "results.json").read_text())
+    assert results == returned
     assert set(results) == RESULT_KEYS
     assert results["backend"] == "transformers"
     assert (results["num_samples"], results["max_new_tokens"]) == (k, budget)

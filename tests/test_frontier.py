@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from egrsd.frontier import build_table, load_runs, main, panels, pareto_front, write_frontier
+from egrsd.eval.frontier import build_table, load_runs, main, panels, pareto_front, write_frontier
 
 
 RESULTS = Path(__file__).parent / "fixtures" / "results"

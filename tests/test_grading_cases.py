@@ -10,12 +10,12 @@ import os
 import re
 
 import pytest
+from helpers import FIXTURES, ROOT
 
-from rewards import accuracy_reward, grade_batch
+from egrsd.rewards import accuracy_reward, grade_batch
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES_FILE = os.path.join(ROOT, "tests", "fixtures", "grading_cases.jsonl")
+CASES_FILE = FIXTURES / "grading_cases.jsonl"
 with open(CASES_FILE, encoding="utf-8") as handle:
     CASES = [json.loads(line) for line in handle if line.strip()]
 

@@ -3,17 +3,16 @@ import json
 import math
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
+from helpers import ROOT, console_script, run_command
 
 from egrsd.check import METHOD_KEYS, run_check
 from egrsd.cli import run_cli
-from egrsd.train import make_parser
+from egrsd.configs import make_parser
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "*", "config.yaml")))
 # Keys that name the run rather than configure it.
 NAMING_KEYS = ("output_dir", "run_name", "hub_model_id")
@@ -130,7 +129,7 @@ def test_make_train_8b_launches_zero3_with_the_8b_egrsd_recipe():
 
 def accelerate_launch(config_file, recipe, output_dir, *overrides, timeout=900):
     command = [
-        os.path.join(os.path.dirname(sys.executable), "accelerate"),
+        console_script("accelerate"),
         "launch",
         "--config_file",
         config_file,
@@ -142,8 +141,7 @@ def accelerate_launch(config_file, recipe, output_dir, *overrides, timeout=900):
         str(output_dir),
         *overrides,
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    return run_command(command, timeout=timeout)
 
 
 # The tiny recipe with a 2-step budget: small groups and short rollouts keep the launch under a minute.

@@ -1,6 +1,5 @@
 import math
 import multiprocessing
-import os
 import random
 import string
 import subprocess
@@ -12,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rewards import (
+from egrsd.rewards import (
     REWARD_REGISTRY,
     accuracy_reward,
     extract_final_answer,
@@ -25,7 +24,7 @@ from rewards import (
     make_reward,
     verifier,
 )
-from rewards.verifier import GradingWorker, exponent_nesting
+from egrsd.rewards.verifier import GradingWorker, exponent_nesting
 
 
 def think(answer_text: str) -> str:
@@ -287,16 +286,14 @@ def test_worker_does_not_outlive_its_owner(ending):
     script = textwrap.dedent(
         """
         import sys, time
-        from rewards import grade, verifier
+        from egrsd.rewards import grade, verifier
         grade("<think>x</think> \\\\boxed{1}", "1.0")
         print(verifier._workers[0]._process.pid, flush=True)
         if sys.argv[1] == "killed":
             time.sleep(60)
         """
     )
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": repo_root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    owner = subprocess.Popen([sys.executable, "-c", script, ending], stdout=subprocess.PIPE, text=True, env=env)
+    owner = subprocess.Popen([sys.executable, "-c", script, ending], stdout=subprocess.PIPE, text=True)
     worker_pid = int(owner.stdout.readline())
     if ending == "killed":
         owner.kill()

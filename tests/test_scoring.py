@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import tiny_model_shape
 
 from egrsd.scoring import chunked_logps_and_entropy, default_chunk_size, naive_logps_and_entropy, score_tokens
 
@@ -129,18 +130,7 @@ def tiny_causal_lm(kind: str, **overrides):
     multiplies them by `logit_scale`, Gemma 2 softcaps them; Qwen3 does neither."""
     import transformers
 
-    size = dict(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    size = dict(vocab_size=97, **tiny_model_shape(num_hidden_layers=1), pad_token_id=0, bos_token_id=1, eos_token_id=2)
     configs = {
         "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, {}),
         "granite": (transformers.GraniteConfig, transformers.GraniteForCausalLM, {"logits_scaling": 4.0}),

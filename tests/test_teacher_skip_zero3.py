@@ -2,13 +2,11 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
+
+from helpers import TESTS, console_script, run_command
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "teacher_skip_worker.py")
+WORKER = str(TESTS / "teacher_skip_worker.py")
 
 
 def quantile(values, q=0.95):
@@ -18,16 +16,8 @@ def quantile(values, q=0.95):
 
 
 def test_ranks_agree_on_teacher_forwards_and_h_ref_under_zero3(tmp_path):
-    command = [
-        os.path.join(os.path.dirname(sys.executable), "accelerate"),
-        "launch",
-        "--config_file",
-        "launch/accelerate/cpu_zero3.yaml",
-        WORKER,
-        str(tmp_path),
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    command = [console_script("accelerate"), "launch", "--config_file", "launch/accelerate/cpu_zero3.yaml"]
+    result = run_command([*command, WORKER, str(tmp_path)], timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["steps"] for r in ranks] == [2, 2]

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from helpers import tiny_model_shape
 
 from egrsd.teacher import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
 from egrsd.testbed import arithmetic
@@ -13,16 +14,15 @@ from egrsd.testbed.base import (
     BaseSettings,
     base_model_config,
     build_base,
-    completion_log_probs,
     ensure_base,
-    generate,
     is_complete_base,
     load_base,
     read_base_info,
     shipped_base_path,
-    token_segments,
 )
+from egrsd.testbed.base_eval import generate
 from egrsd.testbed.cli import main as cli_main
+from egrsd.testbed.teacher_signal import completion_log_probs, token_segments
 from egrsd.testbed.tokenizer import build_tokenizer
 
 
@@ -208,11 +208,7 @@ def test_shipped_base_answers_reference_conditioned_prompts_concisely():
 
 def test_builder_smoke_produces_a_loadable_cached_base(tmp_path):
     settings = BaseSettings(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
+        **tiny_model_shape(num_hidden_layers=1),
         lm_steps=2,
         lm_batch_size=2,
         lm_row_length=64,

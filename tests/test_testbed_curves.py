@@ -3,8 +3,7 @@
 import json
 
 import pytest
-from conftest import digit_reward, tiny_training_settings
-from test_bench import load_bench
+from helpers import digit_reward, load_bench, tiny_training_settings
 
 
 def test_eval_logs_rewards_and_lengths_without_the_teacher(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
@@ -27,9 +26,9 @@ def test_eval_logs_rewards_and_lengths_without_the_teacher(tmp_path, tiny_model_
 
 
 def test_eval_split_is_capped_to_the_same_rows_for_every_seed():
-    from egrsd.configs import EGRSDConfig
+    from egrsd.configs import EGRSDConfig, EGRSDScriptArguments
     from egrsd.data import load_math_dataset
-    from egrsd.train import EGRSDScriptArguments, load_datasets
+    from egrsd.train import load_datasets
 
     script_args = EGRSDScriptArguments(dataset_name="testbed-arithmetic", dataset_test_max_samples=5)
     held_out = load_math_dataset("testbed-arithmetic", split="test")["problem"][:5]

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import digit_reward, tiny_training_settings
+from helpers import digit_reward, tiny_training_settings
 
 from egrsd.configs import EGRSDConfig
 from egrsd.credit import compute_credit, with_entropy_ref
@@ -473,7 +473,8 @@ def one_recorded_step(tmp_path, tiny_model_dir, tokenizer, arith_dataset, reward
 
 
 def test_teacher_scores_only_rows_whose_credit_it_can_change(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
-    from egrsd.inspect import load_step_records, render_step
+    from egrsd.credit_pages.records import load_step_records
+    from egrsd.credit_pages.render import render_step
 
     runs = {}
     for skip in (True, False):

@@ -8,25 +8,20 @@ the light tools and the successful training run get a process per command.
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import yaml
+from helpers import FIXTURES, ROOT, run_python
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_RECIPE = os.path.join(ROOT, "recipes", "tiny", "egrsd", "config.yaml")
-BENCHMARK = os.path.join(ROOT, "tests", "fixtures", "benchmarks", "tiny_arith.jsonl")
+BENCHMARK = str(FIXTURES / "benchmarks" / "tiny_arith.jsonl")
 USER_ERROR = 2
 
 
 def run(tmp_path, *command, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-    return subprocess.run(
-        [sys.executable, *command], cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    return run_python(*command, cwd=tmp_path, timeout=timeout)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -228,17 +223,19 @@ def test_train_exits_0_after_a_successful_run(tmp_path):
 
 
 def test_frontier_missing_and_non_json_results(tmp_path):
-    assert_one_clear_line(run(tmp_path, "-m", "egrsd.frontier", "nowhere/results.json"), "nowhere/results.json")
+    assert_one_clear_line(run(tmp_path, "-m", "egrsd.eval.frontier", "nowhere/results.json"), "nowhere/results.json")
     (tmp_path / "broken.json").write_text('{"benchmarks": {\n  "math500": [1, 2,\n')
-    result = run(tmp_path, "-m", "egrsd.frontier", "broken.json")
+    result = run(tmp_path, "-m", "egrsd.eval.frontier", "broken.json")
     assert_one_clear_line(result, "broken.json:3: not valid JSON", "results.json that egrsd-eval wrote")
 
 
 def test_inspect_missing_folder_and_folder_without_records(tmp_path):
-    result = run(tmp_path, "-m", "egrsd.inspect", "no/such/run")
+    result = run(tmp_path, "-m", "egrsd.credit_pages", "no/such/run")
     assert_one_clear_line(result, "no such folder no/such/run")
     (tmp_path / "run").mkdir()
-    assert_one_clear_line(run(tmp_path, "-m", "egrsd.inspect", "run"), "no credit records", "log_completions: true")
+    assert_one_clear_line(
+        run(tmp_path, "-m", "egrsd.credit_pages", "run"), "no credit records", "log_completions: true"
+    )
 
 
 def test_testbed_missing_base(tmp_path):
@@ -250,7 +247,7 @@ def test_eval_mistakes(tmp_path):
     (tmp_path / "bench.jsonl").write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+2" "answer": "4"}\n')
     outcomes = run_each(
         tmp_path,
-        "egrsd.evaluate",
+        "egrsd.eval.cli",
         [
             ["--model", "x/y", "--benchmarks", "gsm9k"],
             ["--model", "./no-model", "--benchmarks", BENCHMARK],
@@ -273,7 +270,7 @@ def test_eval_counts_an_unparseable_gold_as_ungradable_and_warns_on_an_empty_pro
     (tmp_path / "bench.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     result = run(
         tmp_path,
-        "-m", "egrsd.evaluate",
+        "-m", "egrsd.eval",
         "--model", tiny_model_dir,
         "--benchmarks", "bench.jsonl",
         "--max-new-tokens", "4",

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES, ROOT, TESTS, digit_reward, tiny_model_shape, tiny_training_settings
 
 
 pytestmark = pytest.mark.vllm
@@ -25,8 +26,6 @@ if importlib.util.find_spec("vllm") is None:
         pytest.fail("EGRSD_REQUIRE_VLLM=1 but vLLM is not installed here: run `make test-vllm`", pytrace=False)
     pytest.skip("vLLM is not installed (make test-vllm runs these in .venv-vllm)", allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 PYTHON = sys.executable
 # A small KV cache per engine and one BLAS thread for the trainer; vLLM binds its own OpenMP threads.
 CHILD_ENV = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
@@ -49,16 +48,7 @@ def vllm_model_dir(tmp_path_factory):
 
     tokenizer = build_tokenizer()
     path = tmp_path_factory.mktemp("tiny-qwen3-vllm")
-    model = build_tiny_qwen3(
-        tokenizer,
-        seed=0,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        intermediate_size=128,
-    )
+    model = build_tiny_qwen3(tokenizer, seed=0, **tiny_model_shape(hidden_size=64, head_dim=32, intermediate_size=128))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
@@ -103,7 +93,6 @@ def sync_probe(model_dir: str, output_dir: str) -> None:
     step 3's: one engine gives the synced steps and the control.
     """
     import torch
-    from conftest import digit_reward, tiny_training_settings
     from datasets import load_dataset
     from transformers import AutoTokenizer
 
@@ -133,7 +122,7 @@ def sync_probe(model_dir: str, output_dir: str) -> None:
         model=model_dir,
         reward_funcs=digit_reward,
         args=EGRSDConfig(**settings),
-        train_dataset=load_dataset("json", data_files=str(TESTS / "fixtures" / "arith_tiny.jsonl"), split="train"),
+        train_dataset=load_dataset("json", data_files=str(FIXTURES / "arith_tiny.jsonl"), split="train"),
         processing_class=AutoTokenizer.from_pretrained(model_dir),
     )
     generation = trainer.vllm_generation
@@ -177,7 +166,6 @@ def test_weight_sync_reaches_vllm_and_the_credit_uses_the_trainers_logps(vllm_mo
 
 
 def test_server_mode_on_a_cpu_fails_at_start_naming_the_cuda_requirement(tmp_path, vllm_model_dir):
-    from conftest import digit_reward, tiny_training_settings
     from datasets import Dataset
 
     from egrsd.configs import EGRSDConfig
@@ -208,7 +196,7 @@ def test_server_mode_on_a_cpu_fails_at_start_naming_the_cuda_requirement(tmp_pat
 def test_check_accepts_colocated_vllm_on_a_cpu_and_rejects_server_mode(capsys):
     from egrsd.check import run_check
     from egrsd.cli import UserError
-    from egrsd.train import make_parser
+    from egrsd.configs import make_parser
     from egrsd.vllm_compat import SERVER_MODE_ON_CPU
 
     recipe = "recipes/tiny/egrsd/config.yaml"
@@ -229,7 +217,7 @@ EVAL_ARGS += ["--max-new-tokens", "320", "--temperature", "1.0", "--top-p", "1.0
 
 
 def evaluate(model: str, output_dir: Path, *backend_args: str) -> dict:
-    command = [PYTHON, "-m", "egrsd.evaluate", "--model", model, *EVAL_ARGS, "--output-dir", str(output_dir)]
+    command = [PYTHON, "-m", "egrsd.eval", "--model", model, *EVAL_ARGS, "--output-dir", str(output_dir)]
     run([*command, *backend_args], timeout=600)
     return json.loads((output_dir / "results.json").read_text())
 

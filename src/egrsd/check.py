@@ -15,6 +15,7 @@ import yaml
 from .cli import UserError, looks_like_path, one_line
 from .configs import EGRSDConfig
 from .teacher import required_columns, template_fields
+from .testbed import TESTBED_MODELS
 
 
 # Keys that differ between recipes because they define the method (tests/test_recipes.py checks the rest agree).
@@ -57,7 +58,7 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
     use_cpu = training_args.use_cpu if use_cpu is None else use_cpu
 
     # Rewards: every name resolves, and the weights match them.
-    from rewards import get_reward_funcs
+    from .rewards import get_reward_funcs
 
     try:
         get_reward_funcs(script_args.reward_funcs)
@@ -103,8 +104,6 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
 
     # Model: a local path must exist; a Hub id is only checked for its form (no download).
     name = model_args.model_name_or_path
-    from .train import TESTBED_MODELS
-
     if not name:
         problems.append("model_name_or_path is missing — name a model folder, a Hub id or testbed:base")
     elif name.startswith("testbed:") and name not in TESTBED_MODELS:

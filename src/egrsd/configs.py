@@ -1,10 +1,12 @@
-"""Configuration of the EGRSD trainer: TRL's GRPOConfig plus the keys that define the credit method."""
+"""Configuration: the trainer's (TRL's GRPOConfig plus the keys that define the credit method), the script's, and the
+recipe parser that reads them with TRL's ModelConfig (as open-r1 keeps its configs)."""
 
 from dataclasses import dataclass, field
 
 from transformers.utils import logging
-from trl import GRPOConfig
+from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser
 
+from .cli import UserError
 from .credit import CREDIT_METHODS, ENTROPY_REFS, CreditConfig
 from .teacher import DEFAULT_TEACHER_TEMPLATE, template_fields
 
@@ -171,3 +173,49 @@ class EGRSDConfig(GRPOConfig):
     @property
     def needs_teacher(self) -> bool:
         return self.credit_method != "grpo"
+
+
+@dataclass
+class EGRSDScriptArguments(ScriptArguments):
+    """Script arguments: TRL's dataset keys plus how to map the data and which rewards to use.
+
+    Args:
+        dataset_name: a registered math set ("dapo-math-17k", "deepscaler", "openr1-math-220k", "math"), a Hub id,
+            or a local .json/.jsonl/.parquet file.
+        dataset_column_mapping: {role: your column} for the roles problem / solution / answer.
+        dataset_layout: the registered set whose layout a local copy or another Hub id follows.
+        dataset_max_samples: keep at most this many training rows (after shuffling with the seed).
+        dataset_test_max_samples: with `eval_strategy` on, evaluate on at most this many rows of
+            `dataset_test_split` (the same rows whatever the training seed: the first ones of a generated set).
+        reward_funcs: reward names from `egrsd.rewards` or import strings `package.module:function`.
+        check: validate the recipe and print the resolved configuration, then exit (no model or data download).
+    """
+
+    dataset_column_mapping: dict | str | None = field(
+        default=None,
+        metadata={"help": "JSON {role: column}: which of your columns holds the problem, solution and answer."},
+    )
+    dataset_layout: str | None = field(
+        default=None,
+        metadata={"help": "A registered set whose column layout a local copy follows, e.g. 'deepscaler'."},
+    )
+    dataset_max_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
+    dataset_test_max_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many rows of dataset_test_split (fixed rows)."}
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": "Reward names (see `egrsd.rewards`) or import strings 'package.module:function'."},
+    )
+    check: bool = field(default=False, metadata={"help": "Validate the recipe, print it resolved, and exit."})
+
+
+class RecipeParser(TrlParser):
+    """TrlParser whose command-line errors are one `UserError` line instead of the whole usage text."""
+
+    def error(self, message: str):
+        raise UserError(message, "`egrsd-train --help` lists every key and the values it takes")
+
+
+def make_parser() -> TrlParser:
+    return RecipeParser((EGRSDScriptArguments, EGRSDConfig, ModelConfig))

@@ -1,4 +1,4 @@
-"""Token-level credit for GRPO, OPSD, RLSD, EGRSD and CL-EGRSD (the method's math; see ../shared/method.md).
+"""Token-level credit for GRPO, OPSD, RLSD, EGRSD and CL-EGRSD (the method's math; see docs/method.md).
 
 Pure tensors-in, tensors-out functions with no trainer state. Every method is a per-token advantage `Ahat_t` that
 plugs into GRPO's clipped surrogate:
@@ -19,7 +19,6 @@ import torch
 
 
 CREDIT_METHODS = ("grpo", "opsd", "rlsd", "egrsd", "cl_egrsd")
-TEACHER_METHODS = ("opsd", "rlsd", "egrsd", "cl_egrsd")
 ENTROPY_METHODS = ("egrsd", "cl_egrsd")
 # Ahat_t = A * (...): a rollout with A = 0 gets zero credit whatever its teacher scores.
 REWARD_GROUNDED_METHODS = ("rlsd", "egrsd", "cl_egrsd")

@@ -25,10 +25,9 @@ from typing import Any
 
 import datasets
 
-from rewards.text import last_boxed_answer
-
 from .cli import UserError
 from .datafiles import check_columns, has_column, parquet_problems, read_numbered_rows
+from .rewards.text import last_boxed_answer
 
 
 logger = logging.getLogger(__name__)

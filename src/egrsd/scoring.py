@@ -6,7 +6,7 @@ hidden states are small (T x hidden), so the LM head is applied to a few positio
 """
 
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -141,10 +141,8 @@ def _capture_output(module: nn.Module):
 
 def _gather_params_ctx(*params):
     """Under DeepSpeed ZeRO-3 the head's weight is partitioned: gather it for the direct matmul (TRL's helper)."""
-    try:
-        from trl.trainer.utils import maybe_gather_lm_head_ctx
-    except ImportError:  # pragma: no cover - TRL always has it in the supported range
-        return nullcontext()
+    from trl.trainer.utils import maybe_gather_lm_head_ctx
+
     return maybe_gather_lm_head_ctx(*[p for p in params if p is not None])
 
 

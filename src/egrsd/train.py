@@ -7,64 +7,15 @@ egrsd-train --config recipes/tiny/egrsd/config.yaml
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from .cli import UserError, one_line, run_cli
-from .configs import EGRSDConfig
+from egrsd.cli import UserError, one_line, run_cli
+from egrsd.configs import EGRSDConfig, EGRSDScriptArguments, make_parser
+from egrsd.testbed import TESTBED_MODELS
 
 
 logger = logging.getLogger(__name__)
-
-# `model_name_or_path` values that name the embedded default instead of a Hub id or a folder.
-TESTBED_MODELS = ("testbed:random", "testbed:base")
-
-
-@dataclass
-class EGRSDScriptArguments(ScriptArguments):
-    """Script arguments: TRL's dataset keys plus how to map the data and which rewards to use.
-
-    Args:
-        dataset_name: a registered math set ("dapo-math-17k", "deepscaler", "openr1-math-220k", "math"), a Hub id,
-            or a local .json/.jsonl/.parquet file.
-        dataset_column_mapping: {role: your column} for the roles problem / solution / answer.
-        dataset_layout: the registered set whose layout a local copy or another Hub id follows.
-        dataset_max_samples: keep at most this many training rows (after shuffling with the seed).
-        dataset_test_max_samples: with `eval_strategy` on, evaluate on at most this many rows of
-            `dataset_test_split` (the same rows whatever the training seed: the first ones of a generated set).
-        reward_funcs: reward names from `rewards` or import strings `package.module:function`.
-        check: validate the recipe and print the resolved configuration, then exit (no model or data download).
-    """
-
-    dataset_column_mapping: dict | str | None = field(
-        default=None,
-        metadata={"help": "JSON {role: column}: which of your columns holds the problem, solution and answer."},
-    )
-    dataset_layout: str | None = field(
-        default=None,
-        metadata={"help": "A registered set whose column layout a local copy follows, e.g. 'deepscaler'."},
-    )
-    dataset_max_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
-    dataset_test_max_samples: int | None = field(
-        default=None, metadata={"help": "Evaluate on at most this many rows of dataset_test_split (fixed rows)."}
-    )
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["accuracy", "format"],
-        metadata={"help": "Reward names (see `rewards`) or import strings 'package.module:function'."},
-    )
-    check: bool = field(default=False, metadata={"help": "Validate the recipe, print it resolved, and exit."})
-
-
-class RecipeParser(TrlParser):
-    """TrlParser whose command-line errors are one `UserError` line instead of the whole usage text."""
-
-    def error(self, message: str):
-        raise UserError(message, "`egrsd-train --help` lists every key and the values it takes")
-
-
-def make_parser() -> TrlParser:
-    return RecipeParser((EGRSDScriptArguments, EGRSDConfig, ModelConfig))
 
 
 def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
@@ -73,11 +24,11 @@ def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
     if name not in TESTBED_MODELS:
         return name
     if name == "testbed:base":
-        from .testbed.base import ensure_base
+        from egrsd.testbed.base import ensure_base
 
         return str(ensure_base(training_args.output_dir))
-    from .testbed.model import build_tiny_qwen3
-    from .testbed.tokenizer import build_tokenizer
+    from egrsd.testbed.model import build_tiny_qwen3
+    from egrsd.testbed.tokenizer import build_tokenizer
 
     path = os.path.join(training_args.output_dir, "testbed-random-init")
     if training_args.process_index == 0 and not os.path.exists(os.path.join(path, "config.json")):
@@ -89,8 +40,8 @@ def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
 
 
 def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig):
-    from .check import column_mapping, needs_solution
-    from .data import load_math_dataset
+    from egrsd.check import column_mapping, needs_solution
+    from egrsd.data import load_math_dataset
 
     def load(split: str, **extra):
         try:
@@ -123,9 +74,8 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     from packaging.version import Version
     from transformers import AutoTokenizer
 
-    from rewards import get_reward_funcs
-
-    from .trainer import EGRSDTrainer
+    from egrsd.rewards import get_reward_funcs
+    from egrsd.trainer import EGRSDTrainer
 
     reward_funcs = get_reward_funcs(
         script_args.reward_funcs, max_completion_length=training_args.max_completion_length
@@ -197,13 +147,13 @@ def _main(argv: list[str]) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     parser = make_parser()
     if "--check" in argv:
-        from .check import run_check
+        from egrsd.check import run_check
 
         status = run_check(parser, argv)
         if status:
             raise SystemExit(status)
         return
-    from .check import parse_recipe, validate_recipe
+    from egrsd.check import parse_recipe, validate_recipe
 
     script_args, training_args, model_args = parse_recipe(parser, argv)
     validate_recipe(script_args, training_args, model_args)

@@ -38,6 +38,7 @@ from .credit import (
     rows_needing_teacher,
     with_entropy_ref,
 )
+from .credit_pages.callback import CreditRecordCallback
 from .scoring import score_tokens
 from .teacher import build_teacher_prompt, required_columns, user_turn_markers
 
@@ -100,8 +101,11 @@ class EGRSDTrainer(GRPOTrainer):
         self._teacher_prompt_limit = self._teacher_prompt_length_limit() if args.needs_teacher else None
         self._user_turn = self._chat_user_turn() if args.needs_teacher else ("", "")
         self.teacher_scoring_passes = 0  # teacher scoring calls on this rank (none when no rank has a row to score)
-        self._credit_records: list[dict] = []  # per-token credit of a few rollouts, saved at logging steps
-        self._credit_picks: dict[int, str] = {}  # rollout index in the generation batch -> "best" / "worst"
+        # The per-token credit of a few rollouts, saved at logging steps for `egrsd-inspect` (main process only).
+        self.credit_recorder = None
+        if args.log_completions and args.num_credit_rollouts > 0 and self.accelerator.is_main_process:
+            self.credit_recorder = CreditRecordCallback(self)
+            self.add_callback(self.credit_recorder)
 
     # ------------------------------------------------------------------------------------------------------------
     # Teacher
@@ -268,13 +272,9 @@ class EGRSDTrainer(GRPOTrainer):
             # sequence-level advantages TRL just computed: held-out metrics need no teacher pass and no credit.
             return output
         self._zero_flat_group_advantages(output, mode)
-        if self._recording_credit(mode):
-            self._prepare_credit_records(output)
+        if self.credit_recorder is not None:
+            self.credit_recorder.pick_rollouts(output)
         if not self.args.needs_teacher:
-            if self._credit_picks:  # grpo: TRL's sequence-level advantages, unchanged; recorded as they are
-                self._record_credit(
-                    output, compute_credit("grpo", output["advantages"], None, None, None, self._credit_mask(output))
-                )
             return output
         mask = self._credit_mask(output)
         scored = rows_needing_teacher(
@@ -297,6 +297,12 @@ class EGRSDTrainer(GRPOTrainer):
         # Otherwise TRL runs no student forward before the loss (on-policy, aligned steps); the loss forward's
         # log-probs are then exactly the rollout-time ones and the credit is applied there (see `_compute_loss`).
         return output
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # All processes' rollouts, for the flat-group zeroing and the credit recorder (each slices its rows).
+        self._last_rewards_per_func = rewards_per_func
+        return rewards_per_func
 
     def _zero_flat_group_advantages(self, output, mode: str) -> None:
         """rlsd, egrsd, cl_egrsd: A = 0 exactly for a group rewarded all alike (TRL's float arithmetic may leave
@@ -406,8 +412,8 @@ class EGRSDTrainer(GRPOTrainer):
             if math.isfinite(value):
                 self._metrics[mode][f"credit/{name}"].append(value)
         self._last_credit = credit
-        if self._credit_picks and "rollout_index" in inputs:
-            self._record_credit(inputs, credit)
+        if self.credit_recorder is not None and "rollout_index" in inputs:
+            self.credit_recorder.record_credit(inputs, credit)
         return credit.advantages
 
     def _compute_loss(self, model, inputs):
@@ -430,104 +436,9 @@ class EGRSDTrainer(GRPOTrainer):
             pending["advantages"] = self._apply_credit(pending, logps.detach())
         return logps, entropies, aux_loss
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Saving the credit of a few rollouts for `egrsd-inspect`
-
-    def _recording_credit(self, mode: str) -> bool:
-        return (
-            mode == "train"
-            and self.args.log_completions
-            and self.args.num_credit_rollouts > 0
-            and self.accelerator.is_main_process
-        )
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._last_rewards_per_func = rewards_per_func  # all processes' rollouts; sliced in _prepare_credit_records
-        return rewards_per_func
-
-    def _prepare_credit_records(self, output) -> None:
-        """Pick the best and worst rollout of the first groups and tag rows so the picks survive TRL's shuffle."""
-        rows = output["advantages"].size(0)
-        offset = self.accelerator.process_index * rows
-        rewards_per_func = self._last_rewards_per_func[offset : offset + rows]
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
-        output["rollout_index"] = torch.arange(rows, device=output["advantages"].device)
-        output["rollout_reward"] = rewards.to(output["advantages"].device)
-        self._credit_records = []
-        self._credit_picks = {}
-        group_size = self.num_generations
-        for group_start in range(0, rows, group_size):
-            if len(self._credit_picks) >= self.args.num_credit_rollouts:
-                break
-            group = output["advantages"][group_start : group_start + group_size]
-            self._credit_picks[group_start + int(group.argmax())] = "best"
-            if len(self._credit_picks) < self.args.num_credit_rollouts:
-                self._credit_picks.setdefault(group_start + int(group.argmin()), "worst")
-
-    def _record_credit(self, inputs, credit) -> None:
-        """Per-token credit of the picked rollouts among `inputs`' rows (a generation batch or a micro-batch)."""
-        tokenizer = self._tokenizer
-        mask = self._credit_mask(inputs).bool()
-        per_token = {
-            "ahat": credit.advantages,
-            "ratio": credit.ratio,
-            "gate": credit.gate,
-            "entropy": credit.entropy,
-            "delta": credit.delta,
-            "lookahead_entropy": credit.lookahead_entropy,
-        }
-        scored = inputs.get("teacher_scored")
-        for row, rollout in enumerate(inputs["rollout_index"].tolist()):
-            pick = self._credit_picks.get(rollout)
-            if pick is None:
-                continue
-            # A skipped row (A == 0) has no teacher scores: its record keeps the (zero) credit, not stand-in values.
-            teacher_scored = scored is None or bool(scored[row])
-            valid = mask[row]
-            token_ids = inputs["completion_ids"][row][valid].tolist()
-            prompt_ids = inputs["prompt_ids"][row][inputs["prompt_mask"][row].bool()].tolist()
-            record = {
-                "step": self.state.global_step,
-                "method": self.args.credit_method,
-                "rollout": rollout,
-                "group": rollout // self.num_generations,
-                "pick": pick,
-                "prompt": tokenizer.decode(prompt_ids),
-                "completion": tokenizer.decode(token_ids),
-                "reward": _finite_or_none(inputs["rollout_reward"][row]),
-                "advantage": float(inputs["advantages"][row]) if inputs["advantages"].dim() == 1 else None,
-                "entropy_ref": credit.entropy_ref,
-                "tokens": [tokenizer.decode([token_id]) for token_id in token_ids],
-                "token_ids": token_ids,
-            }
-            for name, values in per_token.items():
-                if values is not None and (teacher_scored or name == "ahat"):
-                    record[name] = values[row][valid].tolist()
-            self._credit_records.append(record)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        super().log(logs, start_time)
-        if self._credit_records and self.model.training and self._recording_credit("train"):
-            from .inspect import report_step, write_step_records
-
-            step = self.state.global_step
-            for record in self._credit_records:
-                record["step"] = step
-            # Micro-batches arrive shuffled; the page reads best to worst, group by group.
-            self._credit_records.sort(key=lambda record: (record["group"], record["pick"] != "best"))
-            write_step_records(self.args.output_dir, step, self._credit_records)
-            report_step(self.args.output_dir, step, list(self.args.report_to or []))
-            self._credit_records = []
-
     @property
     def _vocab_size(self) -> int:
         return self.accelerator.unwrap_model(self.model).config.get_text_config().vocab_size
-
-
-def _finite_or_none(value: torch.Tensor) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _prepare_vllm(args: EGRSDConfig) -> None:

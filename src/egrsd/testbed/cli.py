@@ -31,7 +31,8 @@ def make_data(args) -> None:
 
 
 def build_base_command(args) -> None:
-    from egrsd.testbed.base import BaseSettings, build_base, format_evaluation, is_complete_base, shipped_base_path
+    from egrsd.testbed.base import BaseSettings, build_base, is_complete_base, shipped_base_path
+    from egrsd.testbed.base_eval import format_evaluation
 
     changes = dict(args.set or [])
     for name in ("seed", "lm_steps", "sft_steps"):
@@ -65,7 +66,8 @@ def build_base_command(args) -> None:
 
 
 def eval_base(args) -> None:
-    from egrsd.testbed.base import evaluate_base, format_evaluation, load_base, read_base_info
+    from egrsd.testbed.base import load_base, read_base_info
+    from egrsd.testbed.base_eval import evaluate_base, format_evaluation
 
     model, tokenizer = load_base(args.base)
     template = _teacher_template(args.base, read_base_info)
@@ -79,7 +81,8 @@ def eval_base(args) -> None:
 
 
 def teacher_signal_command(args) -> None:
-    from egrsd.testbed.base import format_forks, format_teacher_signal, load_base, read_base_info, teacher_signal
+    from egrsd.testbed.base import load_base, read_base_info
+    from egrsd.testbed.teacher_signal import format_forks, format_teacher_signal, teacher_signal
 
     model, tokenizer = load_base(args.base)
     template = _teacher_template(args.base, read_base_info)

@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from .base import shipped_base_path
+from egrsd.testbed.base import shipped_base_path
 
 
 # Held-out sampling as in training (temperature 1, no top-k/top-p), with room for the longest verbose trace.
-EVAL_ARGS = ["--temperature", "1.0", "--top-p", "1.0", "--top-k", "0", "--seed", "0"]
+EVAL_SAMPLING = dict(temperature=1.0, top_p=1.0, top_k=0, seed=0)
 # `--backend vllm`: the recipe's rollouts through a colocated vLLM engine (the recipe itself stays as it is).
 VLLM_TRAIN_ARGS = ["--use_vllm", "true", "--vllm_mode", "colocate"]
 # The trainer saves the per-token credit of 4 rollouts (best and worst of two groups) at every logging step, and
@@ -51,24 +51,26 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def evaluate(model: str, output_dir: Path, args) -> dict:
-    from ..evaluate import main as evaluate_main
+def evaluate_model(model: str, output_dir: Path, args) -> dict:
+    from egrsd.eval import EvalConfig, evaluate
+    from egrsd.eval.run import RESULTS_FILE, format_outputs, format_summary
 
-    results_path = output_dir / "results.json"
+    results_path = output_dir / RESULTS_FILE
     if not results_path.exists():  # the base's evaluation is reused by later demos
-        evaluate_main(
-            [
-                "--model", model,
-                "--benchmarks", "testbed-arithmetic",
-                "--num-samples", str(args.num_samples),
-                "--max-problems", str(args.max_problems),
-                "--max-new-tokens", str(args.max_new_tokens),
-                "--batch-size", str(args.max_problems),
-                "--output-dir", str(output_dir),
-                "--backend", args.backend,
-                *EVAL_ARGS,
-            ]
-        )  # fmt: skip
+        config = EvalConfig(
+            model=model,
+            benchmarks=["testbed-arithmetic"],
+            num_samples=args.num_samples,
+            max_problems=args.max_problems,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.max_problems,
+            output_dir=str(output_dir),
+            backend=args.backend,
+            **EVAL_SAMPLING,
+        )
+        results = evaluate(config)
+        print(format_summary(results))
+        print(format_outputs(results))
     return json.loads(results_path.read_text())
 
 
@@ -99,7 +101,7 @@ def comparison(base: dict, trained: dict, method: str) -> str:
 
 def credit_pages(run_dir: Path) -> str:
     """Where the training run's credit pages are, and the last step's page."""
-    from ..inspect import available_steps, step_path
+    from egrsd.credit_pages.records import available_steps, step_path
 
     steps = available_steps(run_dir)
     if not steps:
@@ -111,8 +113,8 @@ def credit_pages(run_dir: Path) -> str:
 
 
 def main(argv=None):
-    from ..frontier import main as frontier_main
-    from ..train import main as train_main
+    from egrsd.eval.frontier import write_frontier
+    from egrsd.train import main as train_main
 
     args = parse_args(argv)
     started = time.time()
@@ -121,7 +123,7 @@ def main(argv=None):
 
     method = yaml.safe_load(Path(args.recipe).read_text())["credit_method"]
     print(f"[demo] 1/4 evaluating the shipped verbose base on {args.max_problems} held-out problems", flush=True)
-    base = evaluate(str(shipped_base_path()), output_dir / "eval-base", args)
+    base = evaluate_model(str(shipped_base_path()), output_dir / "eval-base", args)
 
     print(f"[demo] 2/4 training it with {method} ({args.recipe})", flush=True)
     run_dir = output_dir / method
@@ -135,13 +137,13 @@ def main(argv=None):
     eval_dir = output_dir / f"eval-{method}"
     for stale in eval_dir.glob("*"):  # a new training run: evaluate it afresh
         stale.unlink()
-    trained = evaluate(str(run_dir), eval_dir, args)
+    trained = evaluate_model(str(run_dir), eval_dir, args)
 
     print("[demo] 4/4 the frontier plot", flush=True)
-    frontier_main(
-        [str(output_dir / "eval-base" / "results.json"), str(eval_dir / "results.json"), "--labels",
-         f"base,{method}", "--output-dir", str(output_dir / "frontier")]
-    )  # fmt: skip
+    runs = [output_dir / "eval-base" / "results.json", eval_dir / "results.json"]
+    frontier = write_frontier(runs, output_dir / "frontier", labels=["base", method])
+    print(frontier["table"])
+    print(f"\ntable: {frontier['table_path']}\nplot: {frontier['plot_path']}")
 
     print(f"\nTraining, step by step ({method}):\n{step_table(log_history)}\n")
     print(f"Held-out chain arithmetic, base vs trained:\n{comparison(base, trained, method)}\n")

@@ -7,18 +7,20 @@ import types
 from html.parser import HTMLParser
 
 import pytest
+from helpers import tiny_training_settings
 
-from egrsd import inspect as credit_inspect
-from egrsd.inspect import (
+from egrsd.credit_pages.cli import main
+from egrsd.credit_pages.page import render_html
+from egrsd.credit_pages.plot import render_png
+from egrsd.credit_pages.records import (
+    RECORD_FIELDS,
     NoCreditRecordsError,
+    available_steps,
     load_step_records,
-    main,
-    render_html,
-    render_png,
-    render_step,
-    report_step,
     write_step_records,
 )
+from egrsd.credit_pages.render import render_step
+from egrsd.credit_pages.trackers import report_step
 
 
 # Tokens that break naive pages: markup, entities, quotes, newlines, an empty token, non-ASCII, a backslash.
@@ -124,7 +126,7 @@ def test_records_round_trip(tmp_path, method):
     assert step == 3 and len(loaded) == len(records)
     for written, read in zip(records, loaded):
         # Every schema field is present; the ones the method lacks are null.
-        assert set(read) == set(credit_inspect.RECORD_FIELDS)
+        assert set(read) == set(RECORD_FIELDS)
         for key, value in written.items():
             # Floats are kept to 6 significant digits.
             assert read[key] == (pytest.approx(value, rel=1e-5) if key in FLOAT_ARRAYS else value), key
@@ -327,7 +329,7 @@ def test_training_with_cl_egrsd_saves_and_renders_the_credit(tmp_path, make_trai
     )
     trainer.train()
 
-    assert credit_inspect.available_steps(tmp_path) == [1, 2]
+    assert available_steps(tmp_path) == [1, 2]
     step, records = load_step_records(tmp_path)
     assert step == 2 and len(records) == 3  # best and worst of group 0, best of group 1
     assert [(r["group"], r["pick"]) for r in records] == [(0, "best"), (0, "worst"), (1, "best")]
@@ -344,3 +346,47 @@ def test_training_with_cl_egrsd_saves_and_renders_the_credit(tmp_path, make_trai
     assert all(len(HEX.findall(span["attrs"]["style"])) == 1 for span in spans)
     with open(png_path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grpo_records_trls_advantages_and_only_when_asked(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+    """grpo has no teacher: the recorder saves TRL's sequence-level advantage as every token's credit. With
+    `num_credit_rollouts: 0` no recorder is added."""
+    from egrsd.configs import EGRSDConfig
+    from egrsd.credit_pages.callback import CreditRecordCallback
+    from egrsd.trainer import EGRSDTrainer
+
+    def rollout_number(completions, **kwargs):  # distinct rewards: row 3 is its group's best, row 0 its worst
+        return [float(i) for i in range(len(completions))]
+
+    def trainer_with(output_dir, **overrides):
+        settings = tiny_training_settings(output_dir, credit_method="grpo", per_device_train_batch_size=8)
+        return EGRSDTrainer(
+            model=tiny_model_dir,
+            reward_funcs=rollout_number,
+            args=EGRSDConfig(
+                **settings | dict(max_steps=1, log_completions=True, num_completions_to_print=0) | overrides
+            ),  # fmt: skip
+            train_dataset=arith_dataset,
+            processing_class=tokenizer,
+        )
+
+    trainer = trainer_with(tmp_path / "on", num_credit_rollouts=2)
+    recorders = [c for c in trainer.callback_handler.callbacks if isinstance(c, CreditRecordCallback)]
+    assert recorders == [trainer.credit_recorder]
+    trainer.train()
+    step, records = load_step_records(tmp_path / "on")
+    assert step == 1 and [(r["rollout"], r["pick"], r["reward"]) for r in records] == [
+        (3, "best", 3.0),
+        (0, "worst", 0.0),
+    ]
+    best, worst = records
+    assert best["advantage"] > 0 > worst["advantage"]
+    for record in records:
+        assert record["ahat"] == [record["advantage"]] * len(record["tokens"])
+        assert all(record[name] is None for name in ("ratio", "gate", "entropy", "delta", "lookahead_entropy"))
+
+    quiet = trainer_with(tmp_path / "off", num_credit_rollouts=0)
+    assert quiet.credit_recorder is None
+    assert not any(isinstance(c, CreditRecordCallback) for c in quiet.callback_handler.callbacks)
+    quiet.train()
+    assert available_steps(tmp_path / "off") == []

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cli import ArgumentParser, UserError, run_cli
+from egrsd.cli import ArgumentParser, UserError, run_cli
 
 
 AVERAGE = "average"

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 # The evaluated prompt is the one the policy was trained on: the training data's instruction and prompt builder.
-from .cli import UserError
-from .data import DEFAULT_INSTRUCTION, build_prompt
+from ..cli import UserError
+from ..data import DEFAULT_INSTRUCTION, build_prompt
 
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -144,7 +144,7 @@ def read_local_rows(path: Path) -> list[dict[str, Any]]:
     """
     if not path.is_file():
         raise FileNotFoundError(f"Benchmark file not found: {path}")
-    from .datafiles import read_rows
+    from ..datafiles import read_rows
 
     return read_rows(path)
 
@@ -199,7 +199,7 @@ GENERATED_BENCHMARKS = ("testbed-arithmetic",)
 
 
 def _generated_problems(name: str, max_problems: int | None) -> list[Problem]:
-    from .data import load_math_dataset
+    from ..data import load_math_dataset
 
     rows = load_math_dataset(name, split="test")
     if max_problems is not None:
