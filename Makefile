@@ -61,7 +61,7 @@ testbed-frontier: install
 	$(PY) bench/testbed_frontier.py --seeds 0 1 2 --output-dir outputs/testbed-frontier
 
 # The same over training time: held-out accuracy and length from step 0 to 120 (a bench sized for <= 75 min on 2
-# cores, two runs at a time; the README gives the measured time).
+# cores, two runs at a time; docs/testbed.md gives the measured time).
 .PHONY: testbed-curves
 testbed-curves: install
 	$(PY) bench/testbed_curves.py --seeds 0 1 2 --max-steps 120 --output-dir outputs/testbed-curves

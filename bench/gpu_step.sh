@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU step time of grpo vs egrsd on a Qwen3-0.6B-shaped model (bench/gpu_step.py), for a lent H100/H200.
 #
-# Run from the repository root on the device machine, with the wheels of bench/README.md in .whl/:
+# Run from the repository root on the device machine, with the wheels of docs/performance.md in .whl/:
 #   bash bench/gpu_step.sh [gpu_step.py flags, e.g. --steps 2]
 # Writes $OUT/gpu_step.json (and $OUT/gpu_step.log) when OUT is set.
 set -uo pipefail

@@ -15,7 +15,8 @@
 #   1. credit view: at least 4000 saturated blue pixels (raised tokens) and 4000 saturated red ones (lowered tokens);
 #   2. gate view (page.html#view=gate, repainted by the page's script): at least 2000 purple pixels (down-weighted
 #      tokens), and under half the credit view's blue (the toggle really repainted the tokens).
-# --update-docs copies the credit screenshot to docs/credit_page.png (palette PNG, kept small for the README).
+# --update-docs copies the credit screenshot to docs/credit_page.png (palette PNG, kept small), shown in
+# docs/credit-pages.md.
 # Needs Debian's chromium (apt-get install -y chromium). Not part of `make test`.
 set -euo pipefail
 

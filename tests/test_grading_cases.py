@@ -1,8 +1,8 @@
 """The grader against its own case file (tests/fixtures/grading_cases.jsonl), and one bad pair costing only itself.
 
 Each case is a thinking-mode completion, a gold and the expected verdict (1.0, 0.0, or None for a gold that cannot be
-graded). Where math-verify's plain verdict differs, the case names the rule of ours that decides it, and the README's
-grading section documents that rule.
+graded). Where math-verify's plain verdict differs, the case names the rule of ours that decides it, and the grading
+rules of docs/rewards.md document that rule.
 """
 
 import json
@@ -48,9 +48,10 @@ def plain_math_verify(case) -> float:
 
 
 def test_every_disagreement_with_math_verify_is_a_documented_rule():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
-        readme = handle.read()
-    grading = readme[readme.index("## Rewards") : readme.index("### Parameters")]
+    with open(os.path.join(ROOT, "docs", "rewards.md"), encoding="utf-8") as handle:
+        page = handle.read()
+    start = page.index("\n## Grading rules\n")
+    grading = page[start : page.index("\n## ", start + 1)]
     documented = set(re.findall(r"\*\*rule `([a-z-]+)`\*\*", grading))
     disagreements = {}
     for case in CASES:
