@@ -32,7 +32,7 @@ LOGP_FLOOR = -1.0e4
 
 @dataclass(frozen=True)
 class CreditConfig:
-    """Hyper-parameters of the token credit (defaults are the project's choice; the README explains them).
+    """Hyper-parameters of the token credit (defaults are the project's choice; docs/method.md explains them).
 
     Args:
         ratio_clip_low: m_lo, lower clip of the likelihood-ratio magnitude (0 < m_lo <= 1).
