@@ -161,7 +161,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     ungradable = sorted({(s["benchmark"], s["prompt_id"]) for s in samples if s["score"] is None})
     if ungradable:
         print(
-            f"warning: {len(ungradable)} problem(s) have a gold answer the grader cannot parse, e.g. "
+            f"warning: {len(ungradable)} problem(s) have no gold answer (empty, null or a placeholder) or one the "
+            f"grader cannot parse, e.g. "
             f"{ungradable[:3]}: counted as ungradable (ungradable_samples) and left out of accuracy, not scored wrong",
             file=sys.stderr,
         )
