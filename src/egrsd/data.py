@@ -219,6 +219,22 @@ def mapped_columns(
     return list(OUTPUT_COLUMNS)
 
 
+def is_local(name_or_path: str) -> bool:
+    """Whether the data is generated or an existing local file or folder: loading it downloads nothing."""
+    return name_or_path in GENERATED_DATASETS or Path(name_or_path).expanduser().exists()
+
+
+def registered_columns(name_or_path: str, *, layout: str | None = None) -> list[str] | None:
+    """Every column a registered Hub set will have once loaded, known without downloading it (the mapped ones, then
+    its registered `other_columns`); None for any other source, whose columns are known when it loads."""
+    if name_or_path in GENERATED_DATASETS:
+        return list(OUTPUT_COLUMNS)
+    registered = _lookup(name_or_path)
+    if registered is None or layout or is_local(name_or_path):
+        return None
+    return [*OUTPUT_COLUMNS, *(column for column in registered.other_columns if column not in OUTPUT_COLUMNS)]
+
+
 def opt_out_hint(role: str) -> str:
     """How to fix a missing column of `role` in a recipe."""
     if role == "solution":
@@ -361,13 +377,31 @@ class LoadCounts:
     rows: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     repeated: int = 0
-    empty_solutions: int = 0  # kept rows whose solution is empty: their answer is the reference solution
-    kept: int = 0
+    usable: int = 0
+    solution_column: str | None = None  # None: the answers are the reference solutions
+    empty_solutions: int = 0  # usable rows whose solution is empty: their answer is the reference solution
+    kept: int = 0  # after max_samples
+    generated: bool = False
 
     def dropped_text(self) -> str:
         parts = [f"{count} with {DROP_REASONS[reason]}" for reason, count in self.dropped.items() if count]
         if self.repeated:
             parts.append(f"{self.repeated} repeating an earlier problem")
+        return "; ".join(parts)
+
+    def summary(self, solutions: bool = True) -> str:
+        """One line: rows read, dropped and why, empty solutions (when `solutions` matter), rows used."""
+        if self.generated:
+            return f"{self.kept} rows generated"
+        parts = [f"{self.rows} rows read"]
+        if self.dropped or self.repeated:
+            parts.append(f"dropped {self.dropped_text()}")
+        if solutions and self.solution_column is not None and self.empty_solutions:
+            parts.append(
+                f"{self.empty_solutions} of the {self.usable} usable rows have an empty {self.solution_column!r} "
+                "(their answer is the teacher's reference solution)"
+            )
+        parts.append(f"{self.kept} used")
         return "; ".join(parts)
 
 
@@ -416,7 +450,8 @@ def load_math_dataset(
         raise UserError(f"max_samples={max_samples} keeps no rows", "pass a positive number, or None for every row")
     if name_or_path in GENERATED_DATASETS:
         dataset = _generated_dataset(name_or_path, split, max_samples, seed)
-        counts.rows = counts.kept = len(dataset)
+        counts.rows = counts.usable = counts.kept = len(dataset)
+        counts.generated, counts.solution_column = True, "solution"
         return dataset
     spec, path = _resolve(name_or_path, layout)
     columns = _apply_mapping(spec, column_mapping)
@@ -493,6 +528,7 @@ def load_math_dataset(
                     counts.empty_solutions += no_solution
             counts.rows += 1
     counts.dropped = {reason: count for reason, count in dropped.items() if count}
+    counts.usable, counts.solution_column = len(usable), solution_column
     dataset = dataset.select_columns(OUTPUT_COLUMNS + other_columns)
     if kept_boilerplate:
         logger.warning("%s: %d problems lacked the expected instruction wrapper; kept as is", label, kept_boilerplate)

@@ -7,7 +7,7 @@ From Python: `evaluate(EvalConfig(model="Qwen/Qwen3-1.7B", benchmarks=["math500"
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..cli import UserError, looks_like_path, one_line
+from ..testbed import TESTBED_MODELS, testbed_model_path
 from .benchmarks import Problem, check_benchmark_name, is_local_spec, load_benchmark, parse_local_spec
 from .config import EvalConfig
 from .generation import default_backend, generate_with_transformers
@@ -76,6 +77,7 @@ def load_tokenizer(model: str):
 
 def default_output_dir(config: EvalConfig) -> Path:
     name = Path(config.model).name if Path(config.model).exists() else config.model.replace("/", "__")
+    name = name.replace(":", "-")  # testbed:base -> testbed-base
     return Path("outputs") / "eval" / f"{name}-budget{config.max_new_tokens}-k{config.num_samples}"
 
 
@@ -95,6 +97,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Generate, grade and summarize; writes results.json and samples.jsonl to the output dir, returns the results
     (with `output_dir` added). A mistake in the config is a `UserError`, raised before the model loads."""
     check_benchmarks(config.benchmarks)
+    if config.model.startswith("testbed:") and config.model not in TESTBED_MODELS:
+        raise UserError(f"{config.model!r} is not an embedded model", f"use one of {list(TESTBED_MODELS)}")
     backend = config.backend or default_backend()
     if backend not in ("vllm", "transformers"):
         raise UserError(f"unknown backend {backend!r}", "choose vllm or transformers")
@@ -117,6 +121,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                 file=sys.stderr,
             )
 
+    recorded = config  # the results name the model as the user did (testbed:base), generation loads its folder
+    if config.model in TESTBED_MODELS:
+        config = replace(config, model=str(testbed_model_path(config.model, output_dir, seed=config.seed)))
     tokenizer = load_tokenizer(config.model)
     eos_ids = end_of_sequence_ids(config.model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
@@ -169,9 +176,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     per_benchmark = {
         name: summarize([s for s in samples if s["benchmark"] == name], k=config.num_samples) for name in benchmarks
     }
-    run_config = asdict(config)
+    run_config = asdict(recorded)
     results = {
-        "model": config.model,
+        "model": recorded.model,
         "backend": backend,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "num_samples": config.num_samples,

@@ -1,0 +1,73 @@
+"""The recipe's data and rewards checked together, before any model loads (`egrsd-train --check` and training).
+
+* The sample counts: `dataset_max_samples` (and `dataset_test_max_samples` when evaluating) must keep a row.
+* Local and generated data is loaded here as training loads it (nothing is downloaded): what the load refuses is a
+  problem line, and what it kept and dropped is one `note:` line (rows dropped and why, rows whose answer stands in
+  for an empty solution).
+* Every column the rewards will see (the loaded data's, or a registered set's known layout) against each reward's
+  signature (`reward_checks`). Sets whose columns are only known once downloaded are checked when training loads
+  them, still before the model.
+"""
+
+import sys
+
+from .cli import UserError
+
+
+def sample_count_problems(script_args, training_args) -> list[str]:
+    counts = {"dataset_max_samples": script_args.dataset_max_samples}
+    if training_args.eval_strategy != "no":
+        counts["dataset_test_max_samples"] = script_args.dataset_test_max_samples
+    problems = [
+        f"{key}={value} keeps no rows — set a positive number, or remove it to use every row"
+        for key, value in counts.items()
+        if value is not None and value <= 0
+    ]
+    share = script_args.dataset_max_empty_solution_frac
+    if not 0.0 <= share <= 1.0:
+        problems.append(
+            f"dataset_max_empty_solution_frac={share:g} is not a share of rows — set it between 0 and 1 (1.0 accepts "
+            "any share of empty solutions)"
+        )
+    return problems
+
+
+def preview_data(script_args, training_args, load_local: bool = True) -> tuple[list[str] | None, list[str]]:
+    """(every column the rewards will see, or None where only a download, or with `load_local` False a load, would
+    tell; problem lines)."""
+    from .check import needs_solution
+    from .data import LoadCounts, is_local, registered_columns
+
+    name = script_args.dataset_name
+    if not is_local(name):
+        return registered_columns(name, layout=script_args.dataset_layout), []
+    if not load_local:
+        return None, []
+    from .train import load_datasets
+
+    counts = LoadCounts()
+    try:
+        train_dataset, _ = load_datasets(script_args, training_args, counts)
+    except UserError as error:
+        return None, [error.message()]
+    print(f"note: {name}: {counts.summary(solutions=needs_solution(training_args))}", file=sys.stderr)
+    return train_dataset.column_names, []
+
+
+def reward_problems(reward_funcs, labels, columns: list[str] | None) -> list[str]:
+    """The data's columns against the rewards' signatures; nothing when the columns are not known yet."""
+    from .reward_checks import column_problems, signature_problems
+
+    if columns is None:
+        return []
+    return column_problems(columns) + signature_problems(reward_funcs, labels, columns)
+
+
+def check_loaded_data(reward_funcs, labels, *datasets) -> None:
+    """Training's check of each loaded set against the rewards, before the model loads: a `UserError` if any."""
+    problems: list[str] = []
+    for dataset in datasets:
+        if dataset is not None:
+            problems += [p for p in reward_problems(reward_funcs, labels, dataset.column_names) if p not in problems]
+    if problems:
+        raise UserError(problems[0], problems=problems)
