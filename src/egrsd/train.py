@@ -126,7 +126,11 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     try:
         trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
+        close_progress_bars(trainer)
         raise Interrupted(where_training_stopped(trainer.state, training_args)) from None
+    except UserError:  # a reward function's mistake, found when it returned
+        close_progress_bars(trainer)
+        raise
     # Every rank reports: under ZeRO-3 it holds a shard only, and it must have run the teacher like the others.
     local_elements = sum(p.numel() for p in trainer.model.parameters())
     all_elements = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters())
@@ -145,6 +149,16 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     if Version(transformers.__version__) >= Version("5.18.0"):
         trainer.end()
     return trainer
+
+
+def close_progress_bars(trainer) -> None:
+    """End the progress bars of a run stopped midway, so that the line saying why starts a line of its own."""
+    for callback in trainer.callback_handler.callbacks:
+        for name in ("training_bar", "prediction_bar"):
+            bar = getattr(callback, name, None)
+            if bar is not None:
+                bar.close()
+                setattr(callback, name, None)
 
 
 def where_training_stopped(state, training_args: EGRSDConfig) -> str:
