@@ -111,7 +111,7 @@ def assert_one_clear_outcome(outcome, *fragments):
 # calls its console entry point once per argv, as `sys.exit(main())` does.
 DRIVER = textwrap.dedent(
     """
-    import contextlib, importlib, io, json, sys
+    import contextlib, importlib, io, json, sys, traceback
 
     main = importlib.import_module(sys.argv[1]).main
     results = []
@@ -122,6 +122,9 @@ DRIVER = textwrap.dedent(
                 code = main(argv)
             except SystemExit as exited:
                 code = exited.code
+            except Exception:  # a bug, or a mistake not caught: this case fails, the others still run
+                traceback.print_exc()
+                code = "uncaught exception"
         results.append({"code": code, "stderr": err.getvalue()})
     print(json.dumps(results))
     """
@@ -133,6 +136,12 @@ def run_each(cwd, module: str, argvs: list[list[str]], timeout: float = 600) -> 
     result = run_python("-c", DRIVER, module, json.dumps(argvs), cwd=cwd, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def output_name(case: str) -> str:
+    """An output folder's name for one case of a batch of runs (each its own, so a run that should not write and did
+    is found)."""
+    return "out-" + case.replace(" ", "-")
 
 
 def write(path: Path, text: str) -> str:

@@ -288,7 +288,14 @@ def test_a_list_gold_is_a_multi_part_answer_for_the_grader(tmp_path):
     gold = load_math_dataset(write_rows(tmp_path / "list.jsonl", [{"problem": "Roots?", "answer": [1, 2]}]))[0][
         "answer"
     ]
-    answers = ["\\boxed{1, 2}", "\\boxed{1}, \\boxed{2}", "\\boxed{(1, 2)}", "\\boxed{2, 1}", "\\boxed{1}", "\\boxed{3}"]
+    answers = [
+        "\\boxed{1, 2}",
+        "\\boxed{1}, \\boxed{2}",
+        "\\boxed{(1, 2)}",
+        "\\boxed{2, 1}",
+        "\\boxed{1}",
+        "\\boxed{3}",
+    ]
     completions = [f"<think>roots</think> {answer}" for answer in answers]
     assert gold == "1, 2"
     assert [score for score, _ in grade_batch(completions, [gold] * len(answers))] == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]

@@ -15,6 +15,7 @@ from helpers import (
     FIXTURES,
     TINY_RECIPES,
     assert_one_clear_outcome,
+    output_name,
     run_each,
     run_python,
     write,
@@ -160,26 +161,31 @@ def train_runs(tmp_path_factory):
             "--check",
         ],
     }
-    mistakes = {
-        "reward parameter": grpo(folder, extra_columns, *EXTRA_MAPPING, "--reward_funcs", "my_rewards:needs_level"),
-        "reward without kwargs": grpo(
-            folder, "dapo.jsonl", "--dataset_layout", "dapo-math-17k", "--reward_funcs", "my_rewards:no_kwargs"
+    mistakes = {  # (data, arguments)  # fmt: skip
+        "reward parameter": (extra_columns, *EXTRA_MAPPING, "--reward_funcs", "my_rewards:needs_level"),
+        "reward without kwargs": (
+            "dapo.jsonl",
+            "--dataset_layout",
+            "dapo-math-17k",
+            "--reward_funcs",
+            "my_rewards:no_kwargs",
         ),
-        "column named like a TRL argument": grpo(folder, clash),
-        "empty solutions": grpo(folder, solutions, "--credit_method", "egrsd"),
-        "no usable rows": grpo(folder, unusable),
-        "max_samples 0": grpo(folder, solutions, "--dataset_max_samples", "0"),
-        "testbed max_samples 0": grpo(folder, "testbed-arithmetic", "--dataset_max_samples", "-1"),
-        "length-aware reward": grpo(
-            folder,
+        "column named like a TRL argument": (clash,),
+        "empty solutions": (solutions, "--credit_method", "egrsd"),
+        "no usable rows": (unusable,),
+        "max_samples 0": (solutions, "--dataset_max_samples", "0"),
+        "testbed max_samples 0": ("testbed-arithmetic", "--dataset_max_samples", "-1"),
+        "length-aware reward": (
             solutions,
             "--max_completion_length",
             "48",
             "--reward_funcs",
             "soft_overlong(max_completion_len=8192)",
         ),
-        "stray brace": grpo(folder, solutions, "--credit_method", "egrsd", "--teacher_template", "{problem} {x"),
+        "stray brace": (solutions, "--credit_method", "egrsd", "--teacher_template", "{problem} {x"),
     }
+    # Each mistake writes to a folder of its own, which must stay absent: nothing trained, nothing saved.
+    mistakes = {name: grpo(folder, *spec, out=output_name(name)) for name, spec in mistakes.items()}
     argvs = list(cases.values()) + [argv + extra for argv in mistakes.values() for extra in (["--check"], [])]
     outcomes = run_each(folder, "egrsd.train", argvs)
     named = dict(zip(cases, outcomes))
@@ -247,7 +253,7 @@ MISTAKES = {
 def test_data_mistakes_are_one_line_before_any_model_loads(train_runs, name, mode):
     outcomes, folder = train_runs
     assert_one_clear_outcome(outcomes[(name, mode)], *MISTAKES[name])
-    assert not os.path.exists(folder / "out")  # nothing trained, nothing saved
+    assert not os.path.exists(folder / output_name(name))  # nothing trained, nothing saved
 
 
 # ---------------------------------------------------------------------------------------------------- frontier

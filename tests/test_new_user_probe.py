@@ -16,6 +16,7 @@ from helpers import (
     assert_one_clear_line,
     assert_one_clear_outcome,
     error_lines,
+    output_name,
     run_each,
     run_python,
     write,
@@ -54,7 +55,6 @@ QUICK = [
 def train_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("probe")
     write(folder / "my_rewards.py", MY_REWARDS)
-    out = str(folder / "out")
     rewards = {
         name: [
             *("--config", TINY_GRPO, "--output_dir", str(folder / name)),
@@ -64,13 +64,17 @@ def train_runs(tmp_path_factory):
         ]
         for name in ("too_few", "one_number", "strings", "raises")
     }
-    base = ["--config", TINY_EGRSD, "--output_dir", out]
     settings = {
-        "max_completion_length 0": [*base, "--max_completion_length", "0"],
-        "max_completion_length negative": [*base, "--max_completion_length", "-8"],
-        "teacher prompt beyond the context": [*base, "--max_teacher_prompt_length", "4096"],
-        "offline Hub data set": [*base, "--dataset_name", "deepscaler"],
-        "teacher prompt over its limit": [*base, "--max_teacher_prompt_length", "40"],
+        "max_completion_length 0": ["--max_completion_length", "0"],
+        "max_completion_length negative": ["--max_completion_length", "-8"],
+        "teacher prompt beyond the context": ["--max_teacher_prompt_length", "4096"],
+        "offline Hub data set": ["--dataset_name", "deepscaler"],
+        "teacher prompt over its limit": ["--max_teacher_prompt_length", "40"],
+    }
+    # Each case writes to a folder of its own, which must stay absent: nothing trained, nothing saved.
+    settings = {
+        name: ["--config", TINY_EGRSD, "--output_dir", str(folder / output_name(name)), *argv]
+        for name, argv in settings.items()
     }
     checks = [argv + ["--check"] for argv in settings.values()]
     outcomes = run_each(folder, "egrsd.train", [*rewards.values(), *settings.values(), *checks])
@@ -78,7 +82,7 @@ def train_runs(tmp_path_factory):
     named.update(
         {(name, "--check"): outcome for name, outcome in zip(settings, outcomes[len(outcomes) - len(checks) :])}
     )
-    return named, out
+    return named, folder
 
 
 @pytest.mark.parametrize(
@@ -122,19 +126,19 @@ SETTINGS = {
 @pytest.mark.parametrize("mode", ["--check", "training"])
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_impossible_lengths_are_one_line_before_the_model_loads(train_runs, name, mode):
-    outcomes, out = train_runs
+    outcomes, folder = train_runs
     assert_one_clear_outcome(outcomes[name] if mode == "training" else outcomes[(name, mode)], *SETTINGS[name])
-    assert not os.path.exists(out)
+    assert not os.path.exists(folder / output_name(name))
 
 
 def test_a_teacher_prompt_over_its_limit_without_the_solution_is_one_line_before_the_model_loads(train_runs):
-    outcomes, out = train_runs
+    outcomes, folder = train_runs
     assert_one_clear_outcome(
         outcomes["teacher prompt over its limit"],
         "teacher prompts are longer than max_teacher_prompt_length=40 tokens even without their reference solution",
         "raise max_teacher_prompt_length to at least",
     )
-    assert not os.path.exists(out)
+    assert not os.path.exists(folder / output_name("teacher prompt over its limit"))
 
 
 def test_an_unreachable_hub_data_set_is_one_line_naming_it_and_the_ways_on(train_runs):

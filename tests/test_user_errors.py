@@ -196,12 +196,14 @@ def test_eval_mistakes(tmp_path):
             ["--model", "./no-model", "--benchmarks", BENCHMARK],
             ["--model", "./no-model", "--benchmarks", "bench.jsonl"],
             ["--model", "./no-model", "--benchmarks", "missing.jsonl"],
+            ["--model", "./no-model", "--benchmarks", BENCHMARK, "--max-problems", "-1"],
         ],
     )
     assert_one_clear_outcome(outcomes[0], "Unknown benchmark 'gsm9k'", "known benchmarks: math500")
     assert_one_clear_outcome(outcomes[1], "no model folder ./no-model")
     assert_one_clear_outcome(outcomes[2], "bench.jsonl:2: not valid JSON")
     assert_one_clear_outcome(outcomes[3], "missing.jsonl: no such benchmark file")
+    assert_one_clear_outcome(outcomes[4], "max_problems=-1 keeps no problem")
 
 
 def test_eval_counts_an_unparseable_gold_as_ungradable_and_warns_on_an_empty_problem(tmp_path, tiny_model_dir):

@@ -104,6 +104,10 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         raise UserError(f"unknown backend {backend!r}", "choose vllm or transformers")
     if config.num_samples < 1 or config.max_new_tokens < 1:
         raise UserError("num_samples and max_new_tokens must be at least 1", "pass positive values")
+    if config.max_problems is not None and config.max_problems < 1:  # a negative one would slice from the end
+        raise UserError(
+            f"max_problems={config.max_problems} keeps no problem", "pass a positive number, or leave it out for all"
+        )
     output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
 
     benchmarks: dict[str, list[Problem]] = {}
