@@ -3,6 +3,7 @@ on, before the expensive work where it can be known then (a reward's return valu
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,13 +185,15 @@ def test_ctrl_c_says_where_training_stopped_and_a_resume_under_another_method_is
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "egrsd.train", "--config", TINY_GRPO, "--output_dir", str(out), *QUICK,
-        "--max_steps", "200", "--save_strategy", "steps", "--save_steps", "1",
+        "--max_steps", "200", "--save_strategy", "steps", "--save_steps", "2",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches every process in it.
     process = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
-    while not (out / "checkpoint-2").is_dir() and process.poll() is None and time.monotonic() < deadline:
+    # After checkpoint-2 is complete (its trainer state is written last); Ctrl-C while saving is the test below.
+    while not (out / "checkpoint-2" / "trainer_state.json").is_file() and process.poll() is None:
+        assert time.monotonic() < deadline, "training did not reach its second checkpoint"
         time.sleep(0.5)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -198,17 +201,46 @@ def test_ctrl_c_says_where_training_stopped_and_a_resume_under_another_method_is
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
     assert len(lines) == 1, stderr[-3000:]
-    last = lines[0]
-    assert last.startswith("interrupted: training stopped at step "), last
-    step = int(last.split("training stopped at step ")[1].split()[0])
-    assert f"of 200; its last checkpoint is {out}/checkpoint-" in last and "--resume_from_checkpoint true" in last
-    assert int(last.split("checkpoint-")[1].split()[0]) in (step, step - 1)
+    line = lines[0]
+    assert line.startswith("interrupted: training stopped at step "), line
+    step = int(line.split("training stopped at step ")[1].split()[0])
+    assert f" {step} of 200" in line and "the same command and --resume_from_checkpoint true" in line
+    if "which is incomplete" in line:  # Ctrl-C came while a checkpoint was saved: it says so, and to delete it
+        cut_short = line.split(" while saving ")[1].split(", which is incomplete")[0]
+        assert cut_short == f"{out}/checkpoint-{step}" and not os.path.exists(f"{cut_short}/trainer_state.json")
+        shutil.rmtree(cut_short)
+    else:
+        checkpoint = int(line.split(f"its last checkpoint is {out}/checkpoint-")[1].split()[0])
+        assert checkpoint <= step and checkpoint % 2 == 0
 
-    resume = ["--config", TINY_GRPO, "--output_dir", str(out), *QUICK, "--resume_from_checkpoint", "true"]
-    outcomes = run_each(tmp_path, "egrsd.train", [resume + ["--check"], resume + ["--credit_method", "egrsd"]])
-    assert outcomes[0]["code"] == 0, outcomes[0]["stderr"][-3000:]
+    resume = ["--config", TINY_GRPO, "--output_dir", str(out), *QUICK, "--resume_from_checkpoint"]
+    # A checkpoint whose save was cut short: everything but the trainer state, which is written last.
+    cut_short = out / "checkpoint-1"
+    shutil.copytree(out / "checkpoint-2", cut_short, ignore=shutil.ignore_patterns("trainer_state.json"))
+    argvs = [[*resume, str(cut_short), "--check"], [*resume, "true", "--check"]]
+    outcomes = run_each(tmp_path, "egrsd.train", [*argvs, [*resume, "true", "--credit_method", "egrsd"]])
+    assert_one_clear_outcome(outcomes[0], f"the checkpoint {cut_short} is incomplete", "delete that folder")
+    assert outcomes[1]["code"] == 0, outcomes[1]["stderr"][-3000:]
     assert_one_clear_outcome(
-        outcomes[1],
+        outcomes[2],
         "was trained with credit_method='grpo', not 'egrsd'",
         "resume with credit_method: grpo, or train the new method from the start in another output_dir",
+    )
+
+
+def test_ctrl_c_while_a_checkpoint_is_saved_says_it_is_incomplete(tmp_path):
+    from transformers import TrainerState
+
+    from egrsd.configs import EGRSDConfig
+    from egrsd.train import where_training_stopped
+
+    (tmp_path / "checkpoint-4").mkdir()
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-6").mkdir()  # being written when Ctrl-C came
+    state = TrainerState(global_step=6, max_steps=10)
+    message = where_training_stopped(state, EGRSDConfig(output_dir=str(tmp_path), use_cpu=True))
+    assert message == (
+        f"training stopped at step 6 of 10 while saving {tmp_path}/checkpoint-6, which is incomplete — delete that "
+        "folder, then resume from the checkpoint before it (if any) with the same command and "
+        "--resume_from_checkpoint true"
     )

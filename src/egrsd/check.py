@@ -14,8 +14,8 @@ import yaml
 
 from .cli import UserError, looks_like_path, one_line
 from .configs import EGRSDConfig
-from .data_checks import preview_data, reward_problems, sample_count_problems
-from .teacher import required_columns, template_fields
+from .recipe_data import column_mapping, needs_solution, preview_data, reward_problems, sample_count_problems
+from .teacher import required_columns
 from .teacher_budget import context_problems
 from .testbed import TESTBED_MODELS
 
@@ -57,7 +57,7 @@ def find_problems(
     """Every inconsistency of a parsed recipe that can be seen without a GPU, a model or a download.
 
     `use_cpu` is the recipe's own value when the parse forced the CPU (see `parse_for_check`). `load_data`: load
-    local data as training would and check it with the rewards (`data_checks.preview_data`); training itself passes
+    local data as training would and check it with the rewards (`recipe_data.preview_data`); training itself passes
     False, as it loads the data and runs those checks right after, still before the model.
     """
     problems = []
@@ -182,33 +182,9 @@ def find_problems(
     return problems
 
 
-def column_mapping(script_args) -> dict | None:
-    """The recipe's dataset_column_mapping as a dict (the command line gives it as JSON text)."""
-    mapping = script_args.dataset_column_mapping
-    if isinstance(mapping, str):
-        import json
-
-        try:
-            mapping = json.loads(mapping)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f'dataset_column_mapping is not JSON ({error.msg}): write it as \'{{"answer": "final"}}\''
-            ) from None
-    if mapping is not None and not isinstance(mapping, dict):
-        raise ValueError(f"dataset_column_mapping must be a mapping {{role: column}}, got {mapping!r}")
-    return mapping
-
-
-def needs_solution(training_args: EGRSDConfig) -> bool:
-    """Whether the method's teacher reads the reference solution (a teacher method whose template shows it)."""
-    if not training_args.needs_teacher:
-        return False
-    return "solution" in template_fields(training_args.teacher_template)
-
-
 def resume_problems(training_args: EGRSDConfig) -> list[str]:
-    """`resume_from_checkpoint` true with no checkpoint in output_dir, a checkpoint path that does not exist, or a
-    checkpoint of another credit_method."""
+    """`resume_from_checkpoint` true with no checkpoint in output_dir, a checkpoint path that does not exist, a
+    checkpoint whose save was cut short, or a checkpoint of another credit_method."""
     resume = training_args.resume_from_checkpoint
     if resume is None or resume is False or str(resume).lower() in ("false", "no", "0", ""):
         return []
@@ -224,6 +200,11 @@ def resume_problems(training_args: EGRSDConfig) -> list[str]:
         resume = get_last_checkpoint(output_dir)
     if not os.path.isdir(resume):
         return [f"resume_from_checkpoint={resume!r} is not a folder — pass a checkpoint-* folder, or true"]
+    if not checkpoint_complete(resume):
+        return [
+            f"the checkpoint {resume} is incomplete (no {TRAINER_STATE_FILE}, written last: its save was cut short) "
+            "— delete that folder to resume from the checkpoint before it, or pass another checkpoint's path"
+        ]
     recorded = recorded_credit_method(resume)
     if recorded is not None and recorded != training_args.credit_method:
         return [
@@ -233,6 +214,14 @@ def resume_problems(training_args: EGRSDConfig) -> list[str]:
             "another output_dir"
         ]
     return []
+
+
+# The file the Trainer writes last into a checkpoint: a checkpoint without it was cut short (Ctrl-C while saving).
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_complete(checkpoint: str) -> bool:
+    return os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_FILE))
 
 
 def recorded_credit_method(checkpoint: str) -> str | None:

@@ -12,6 +12,7 @@ from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from egrsd.cli import Interrupted, UserError, one_line, run_cli
 from egrsd.configs import EGRSDConfig, EGRSDScriptArguments, make_parser
+from egrsd.recipe_data import load_datasets
 from egrsd.testbed import TESTBED_MODELS, testbed_model_path
 
 
@@ -30,50 +31,12 @@ def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
     return str(path)
 
 
-def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, counts=None):
-    """The training set (and the held-out set when `eval_strategy` is on) as the recipe asks; `counts`, a
-    `data.LoadCounts`, is filled with what the training set's load kept and dropped."""
-    from egrsd.check import column_mapping, needs_solution
-    from egrsd.data import load_math_dataset
-
-    solution_needed = needs_solution(training_args)
-
-    def load(split: str, **extra):
-        try:
-            return load_math_dataset(
-                script_args.dataset_name,
-                split=split,
-                column_mapping=column_mapping(script_args),
-                config_name=script_args.dataset_config,
-                layout=script_args.dataset_layout,
-                require_solution=solution_needed,
-                max_empty_solution_frac=script_args.dataset_max_empty_solution_frac if solution_needed else None,
-                **extra,
-            )
-        except UserError:
-            raise
-        except (ValueError, FileNotFoundError) as error:  # the data module's messages name the set and the fix
-            raise UserError(f"dataset {script_args.dataset_name!r}: {one_line(error)}") from None
-
-    train_dataset = load(
-        script_args.dataset_train_split,
-        max_samples=script_args.dataset_max_samples,
-        seed=training_args.seed,
-        counts=counts,
-    )
-    eval_dataset = None
-    if training_args.eval_strategy != "no":
-        # seed 0, not the training seed: every run of a comparison evaluates on the same held-out rows.
-        eval_dataset = load(script_args.dataset_test_split, max_samples=script_args.dataset_test_max_samples, seed=0)
-    return train_dataset, eval_dataset
-
-
 def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_args: ModelConfig):
     import transformers
     from packaging.version import Version
     from transformers import AutoTokenizer
 
-    from egrsd.data_checks import check_loaded_data
+    from egrsd.recipe_data import check_loaded_data
     from egrsd.rewards import get_reward_funcs
     from egrsd.teacher_budget import check_teacher_budget
     from egrsd.trainer import EGRSDTrainer
@@ -165,6 +128,8 @@ def where_training_stopped(state, training_args: EGRSDConfig) -> str:
     """After Ctrl-C: the step training stopped at, and how to go on from its last checkpoint (or that it has none)."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from egrsd.check import checkpoint_complete
+
     stopped = f"training stopped at step {state.global_step} of {state.max_steps}"
     output_dir = training_args.output_dir
     checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
@@ -172,6 +137,11 @@ def where_training_stopped(state, training_args: EGRSDConfig) -> str:
         return (
             f"{stopped}; no checkpoint was saved (save_strategy: {training_args.save_strategy}) — run it again from "
             "the start; with save_strategy: steps and save_steps a run can be resumed"
+        )
+    if not checkpoint_complete(checkpoint):
+        return (
+            f"{stopped} while saving {checkpoint}, which is incomplete — delete that folder, then resume from the "
+            "checkpoint before it (if any) with the same command and --resume_from_checkpoint true"
         )
     return (
         f"{stopped}; its last checkpoint is {checkpoint} — resume from it with the same command and "
