@@ -23,6 +23,8 @@ from helpers import (
     write,
 )
 
+from egrsd.cli import UserError
+
 
 MY_REWARDS = """
 def too_few(completions, **kwargs):
@@ -244,3 +246,24 @@ def test_ctrl_c_while_a_checkpoint_is_saved_says_it_is_incomplete(tmp_path):
         "folder, then resume from the checkpoint before it (if any) with the same command and "
         "--resume_from_checkpoint true"
     )
+
+
+def test_the_teacher_prompt_check_is_exact_at_the_limit():
+    """Rows the byte bound cannot clear are tokenized: the longest bare teacher prompt fits a limit of its own length
+    and not one token less."""
+    from transformers import AutoTokenizer
+
+    from egrsd.configs import EGRSDConfig
+    from egrsd.data import load_math_dataset
+    from egrsd.teacher_budget import bare_teacher_prompt_lengths, check_teacher_prompts_fit
+    from egrsd.testbed.base import shipped_base_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(shipped_base_path()))
+    dataset = load_math_dataset("testbed-arithmetic", max_samples=200)
+    args = EGRSDConfig(output_dir="unused", use_cpu=True, chat_template_kwargs={"enable_thinking": True})
+    lengths = bare_teacher_prompt_lengths(
+        dataset.to_list(), tokenizer, args.teacher_template, "solution", args.chat_template_kwargs
+    )
+    check_teacher_prompts_fit(dataset, tokenizer, args, max(lengths))
+    with pytest.raises(UserError, match=f"{lengths.count(max(lengths))} of 200 teacher prompts are longer than"):
+        check_teacher_prompts_fit(dataset, tokenizer, args, max(lengths) - 1)

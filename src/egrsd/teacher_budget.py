@@ -6,6 +6,7 @@ prompt has its reference solution cut, never the problem; a prompt longer than t
 cannot be scored at all. Both are known from the model's config, the tokenizer and the data, before the weights load.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,20 +94,49 @@ def bare_teacher_prompt_lengths(
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
+# Tokens a chat template may add per message beyond what an empty conversation of the same shape has (role names).
+_PER_MESSAGE_MARGIN = 8
+
+
+def _content_bytes(row: dict[str, Any], template: str) -> tuple[int, int]:
+    """(UTF-8 bytes of the prompt's text and of the answer the template shows, messages in the prompt)."""
+    prompt = row["prompt"]
+    messages = [{"content": prompt}] if isinstance(prompt, str) else prompt
+    size = sum(len(str(message.get("content") or "").encode()) for message in messages)
+    if "{answer}" in template:
+        size += len(str(row.get("answer") or "").encode())
+    return size, len(messages)
+
+
+def _emptied(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every message's text and the answer empty: what the template and chat template add alone."""
+    prompt = row["prompt"]
+    empty = "" if isinstance(prompt, str) else [{**message, "content": ""} for message in prompt]
+    return {**row, "prompt": empty, "answer": ""}
+
+
 def check_teacher_prompts_fit(dataset, tokenizer, args, limit: int) -> None:
-    """A `UserError` when some row's teacher prompt exceeds `limit` tokens even without its reference solution."""
+    """A `UserError` when some row's teacher prompt exceeds `limit` tokens even without its reference solution.
+
+    A token covers at least one byte of text, so a row whose text (in bytes) plus what the templates add to an empty
+    conversation (in tokens, with a margin per message) fits the limit fits; only the other rows are rendered and
+    tokenized, which keeps this quick on large sets with a long context."""
     columns = ["prompt", *(c for c in (args.solution_column, "answer") if c in dataset.column_names)]
-    lengths = bare_teacher_prompt_lengths(
-        dataset.select_columns(columns).to_list(),
-        tokenizer,
-        args.teacher_template,
-        args.solution_column,
-        args.chat_template_kwargs or {},
+    rows = dataset.select_columns(columns).to_list()
+    measure = functools.partial(
+        bare_teacher_prompt_lengths,
+        tokenizer=tokenizer,
+        template=args.teacher_template,
+        solution_column=args.solution_column,
+        chat_template_kwargs=args.chat_template_kwargs or {},
     )
-    over = [length for length in lengths if length > limit]
+    (overhead,) = measure([_emptied(rows[0])])
+    bounds = [_content_bytes(row, args.teacher_template) for row in rows]
+    unsure = [row for row, (size, count) in zip(rows, bounds) if overhead + size + _PER_MESSAGE_MARGIN * count > limit]
+    over = [length for length in measure(unsure) if length > limit] if unsure else []
     if over:
         raise UserError(
-            f"{len(over)} of {len(lengths)} teacher prompts are longer than max_teacher_prompt_length={limit} tokens "
+            f"{len(over)} of {len(rows)} teacher prompts are longer than max_teacher_prompt_length={limit} tokens "
             f"even without their reference solution (the longest: {max(over)} tokens), and the problem is never cut",
             f"raise max_teacher_prompt_length to at least {max(over)} (or leave it unset: the model's context minus "
             "max_completion_length), or shorten those problems or the teacher_template",
