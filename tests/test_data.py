@@ -200,15 +200,15 @@ def write_rows(path, rows) -> str:
 
 
 def test_golds_keep_the_value_the_user_wrote(tmp_path):
-    golds = [0, 0.0, -1, "0", False, "false", "None", [1, 2], ["x", None, 3], 2.50, " 7 "]
+    golds = [0, 0.0, -1, "0", False, "false", "None", [1, 2], ["x", None, 3], 2.50, " 7 ", 2**100]
     empty = ["", "  ", None, []]
     rows = [{"problem": f"p{i}", "answer": gold} for i, gold in enumerate([*golds, *empty, "proof"])]
     counts = LoadCounts()
     ds = load_math_dataset(write_rows(tmp_path / "golds.jsonl", rows), counts=counts)
     # Each gold once as text: numbers in decimal, booleans as JSON spells them, a list as its parts joined by ", ".
-    assert ds["answer"] == ["0", "0.0", "-1", "0", "false", "false", "None", "1, 2", "x, 3", "2.5", "7"]
+    assert ds["answer"] == ["0", "0.0", "-1", "0", "false", "false", "None", "1, 2", "x, 3", "2.5", "7", str(2**100)]
     assert ds["problem"] == [f"p{i}" for i in range(len(golds))]
-    assert counts.rows == 16 and counts.kept == 11
+    assert counts.rows == 17 and counts.kept == 12
     assert counts.dropped == {"empty_gold": 4, "placeholder_gold": 1}
 
 
@@ -239,6 +239,9 @@ def test_a_column_of_mixed_types_is_named(tmp_path):
     rows = [{"problem": "a", "answer": "1", "difficulty": 3}, {"problem": "b", "answer": "2", "difficulty": "hard"}]
     with pytest.raises(UserError, match=r"column 'difficulty' mixes value types \(int, str\)"):
         load_math_dataset(write_rows(tmp_path / "types.jsonl", rows))
+    rows = [{"problem": "a", "answer": "1", "id": 2**70}]  # beyond int64: only a gold becomes text by itself
+    with pytest.raises(UserError, match=r"huge.jsonl: column 'id' cannot be stored as one table column"):
+        load_math_dataset(write_rows(tmp_path / "huge.jsonl", rows))
 
 
 def test_empty_solutions_are_counted_and_over_the_limit_refused(tmp_path, caplog):

@@ -112,9 +112,15 @@ def _mixed_types(path: Path, table: Mapping[str, list], error: Exception) -> Use
             pa.array(values)
         except Exception:
             kinds = sorted({type(value).__name__ for value in values if value is not None})
+            if len(kinds) > 1:
+                return UserError(
+                    f"column {name!r} mixes value types ({', '.join(kinds)}), which one column cannot hold",
+                    "write it with one type in every row (e.g. all text)",
+                    path=str(path),
+                )
             return UserError(
-                f"column {name!r} mixes value types ({', '.join(kinds)}), which one column cannot hold",
-                "write it with one type in every row (e.g. all text)",
+                f"column {name!r} cannot be stored as one table column ({one_line(error)[:200]})",
+                "write its values as text",
                 path=str(path),
             )
     return UserError(f"cannot read the rows as a table ({one_line(error)[:300]})", "check its columns", path=str(path))
