@@ -190,8 +190,17 @@ def test_ctrl_c_says_where_training_stopped_and_a_resume_under_another_method_is
         "--max_steps", "200", "--save_strategy", "steps", "--save_steps", "2",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    # Its own process group, as a terminal's foreground job: Ctrl-C reaches every process in it.
-    process = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stderr=subprocess.PIPE, start_new_session=True)
+    # Its own process group, as a terminal's foreground job: Ctrl-C reaches every process in it. SIGINT as a terminal
+    # has it (a suite run in the background inherits it ignored, and Python then never raises KeyboardInterrupt).
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     # After checkpoint-2 is complete (its trainer state is written last); Ctrl-C while saving is the test below.
     while not (out / "checkpoint-2" / "trainer_state.json").is_file() and process.poll() is None:
