@@ -46,6 +46,10 @@ def nan_half(completions, **kwargs):
     return [float("nan") if i % 2 else 1.0 for i in range(len(completions))]
 
 
+def by_source(completions, extra_info, data_source, **kwargs):
+    return [0.0 for _ in completions]
+
+
 def needs_level(completions, level, **kwargs):
     return [0.0 for _ in completions]
 
@@ -156,6 +160,8 @@ def train_runs(tmp_path_factory):
         "registered layout columns": grpo(
             folder, "dapo.jsonl", *ONE_STEP, *RECORD, "--dataset_layout", "dapo-math-17k", out="dapo"
         ),
+        # A registered Hub set's columns are known without downloading it.
+        "Hub set columns accepted": grpo(folder, "dapo-math-17k", "--reward_funcs", "my_rewards:by_source", "--check"),
         "solutions accepted": [
             *grpo(folder, solutions, "--credit_method", "egrsd", "--dataset_max_empty_solution_frac", "1.0"),
             "--check",
@@ -163,6 +169,7 @@ def train_runs(tmp_path_factory):
     }
     mistakes = {  # (data, arguments)  # fmt: skip
         "reward parameter": (extra_columns, *EXTRA_MAPPING, "--reward_funcs", "my_rewards:needs_level"),
+        "Hub set reward parameter": ("dapo-math-17k", "--reward_funcs", "my_rewards:needs_level"),
         "reward without kwargs": (
             "dapo.jsonl",
             "--dataset_layout",
@@ -216,6 +223,11 @@ def test_every_column_of_a_registered_layout_reaches_the_rewards(train_runs):
     assert {r["data_source"] for r in records} == {"math_dapo"}
 
 
+def test_check_knows_a_registered_hub_sets_columns_without_downloading_it(train_runs):
+    outcome = train_runs[0]["Hub set columns accepted"]
+    assert outcome["code"] == 0 and "recipe OK" in outcome["stderr"], outcome["stderr"][-3000:]
+
+
 def test_check_prints_the_empty_solutions_and_accepts_them_when_asked(train_runs):
     outcome = train_runs[0]["solutions accepted"]
     assert outcome["code"] == 0, outcome["stderr"][-3000:]
@@ -225,8 +237,10 @@ def test_check_prints_the_empty_solutions_and_accepts_them_when_asked(train_runs
     )
 
 
+NEEDS_LEVEL = "reward 'my_rewards:needs_level' requires the parameter(s) ['level']"
 MISTAKES = {
-    "reward parameter": ["reward 'my_rewards:needs_level' requires the parameter(s) ['level']", "'difficulty'"],
+    "reward parameter": [NEEDS_LEVEL, "'difficulty'"],
+    "Hub set reward parameter": [NEEDS_LEVEL, "'extra_info'"],
     "reward without kwargs": ["reward 'my_rewards:no_kwargs' has no **kwargs", "'extra_info'", "add **kwargs"],
     "column named like a TRL argument": ["the data has a column 'completions'", "rename that column"],
     "empty solutions": [
