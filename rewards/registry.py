@@ -160,12 +160,35 @@ def make_reward(name: str, **params: Any) -> Callable:
     raise _unknown_name_error(name)
 
 
+def _check_length_scale(entry: str, reward: Any, parameter: str, max_completion_length: int) -> None:
+    """A length-aware reward must not expect completions longer than the trainer ever generates: its schedule would
+    then lie beyond reach (soft_overlong never fires, cosine_scaled uses only the short end of its scale)."""
+    length = reward.params[parameter]
+    if length <= max_completion_length:
+        return
+    if "soft_punish_cache" in reward.params:
+        start = length - reward.params["soft_punish_cache"]
+        effect = (
+            f"its punishment starts at {start} tokens, so it can never fire"
+            if start >= max_completion_length
+            else f"it never reaches its full punishment (at {length} tokens)"
+        )
+    else:
+        effect = f"completions use only the first {max_completion_length / length:.0%} of its length scale"
+    raise ValueError(
+        f"reward {entry!r}: {parameter}={length} is above max_completion_length={max_completion_length}, the longest "
+        f"completion training generates; {effect} — drop {parameter} (it then follows max_completion_length) or "
+        f"set it to at most {max_completion_length}"
+    )
+
+
 def get_reward_funcs(names: Sequence[str | Callable], *, max_completion_length: int | None = None) -> list[Callable]:
     """The reward functions for a recipe's `reward_funcs` list, in order.
 
     Each entry is a name as described in this module's docstring, or already a callable (kept as is). When
     `max_completion_length` is given (the trainer's setting), length-aware rewards whose maximum length is not set
-    explicitly use it. Starts the grading worker in the background if a grading reward is among them.
+    explicitly use it, and one set above it is a ValueError (its schedule would lie beyond any completion). Starts the
+    grading worker in the background if a grading reward is among them.
     """
     if isinstance(names, str):
         names = [names]
@@ -182,7 +205,10 @@ def get_reward_funcs(names: Sequence[str | Callable], *, max_completion_length: 
         length_parameter = _LENGTH_PARAMETER.get(target)
         if max_completion_length is not None and length_parameter is not None:
             params.setdefault(length_parameter, max_completion_length)
-        rewards.append(make_reward(target, **params))
+        reward = make_reward(target, **params)
+        if max_completion_length is not None and length_parameter is not None:
+            _check_length_scale(str(entry), reward, length_parameter, max_completion_length)
+        rewards.append(reward)
         if target in _GRADING_REWARDS:
             start_workers()
     names_seen = [getattr(r, "__name__", type(r).__name__) for r in rewards]

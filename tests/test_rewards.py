@@ -381,11 +381,16 @@ def test_max_completion_length_configures_length_rewards():
     cosine, overlong = get_reward_funcs(["cosine_scaled", "soft_overlong"], max_completion_length=1000)
     assert cosine.params["max_len"] == 1000
     assert overlong.params == {"max_completion_len": 1000, "soft_punish_cache": 200}
-    # an explicit parameter wins
+    # an explicit parameter wins, up to the trainer's length
     (overlong,) = get_reward_funcs(
-        ["soft_overlong(max_completion_len=50, soft_punish_cache=0)"], max_completion_length=9
+        ["soft_overlong(max_completion_len=8, soft_punish_cache=0)"], max_completion_length=9
     )
-    assert overlong.params == {"max_completion_len": 50, "soft_punish_cache": 0}
+    assert overlong.params == {"max_completion_len": 8, "soft_punish_cache": 0}
+    # beyond it the reward's schedule is out of reach: refused, saying what it would do
+    with pytest.raises(ValueError, match=r"max_completion_len=50 is above max_completion_length=9.*can never fire"):
+        get_reward_funcs(["soft_overlong(max_completion_len=50, soft_punish_cache=0)"], max_completion_length=9)
+    with pytest.raises(ValueError, match="completions use only the first 50% of its length scale"):
+        get_reward_funcs(["cosine_scaled(max_len=18)"], max_completion_length=9)
 
 
 # --- registry --------------------------------------------------------------------------------------------------------

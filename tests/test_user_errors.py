@@ -8,70 +8,29 @@ the light tools and the successful training run get a process per command.
 
 import json
 import os
-import textwrap
 
 import pytest
-import yaml
-from helpers import FIXTURES, ROOT, run_python
+from helpers import (
+    FIXTURES,
+    ROOT,
+    assert_one_clear_line,
+    assert_one_clear_outcome,
+    recipe,
+    run_each,
+    run_python,
+    write,
+)
 
 
 TINY_RECIPE = os.path.join(ROOT, "recipes", "tiny", "egrsd", "config.yaml")
 BENCHMARK = str(FIXTURES / "benchmarks" / "tiny_arith.jsonl")
-USER_ERROR = 2
 
 
 def run(tmp_path, *command, timeout=300):
     return run_python(*command, cwd=tmp_path, timeout=timeout)
 
 
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error: ")]
-
-
-def assert_one_clear_line(result, *fragments):
-    """Exit status 2, exactly one `error:` line naming every fragment, written as `<what> — <fix>`; no traceback."""
-    output = result.stdout + result.stderr
-    assert result.returncode == USER_ERROR, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    lines = error_lines(result.stderr)
-    assert len(lines) == 1, lines
-    assert " — " in lines[0], lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
 # ---------------------------------------------------------------------------------------------------- egrsd-train
-
-DRIVER = textwrap.dedent(
-    """
-    import contextlib, importlib, io, json, sys
-
-    main = importlib.import_module(sys.argv[1]).main
-    results = []
-    for argv in json.loads(sys.argv[2]):
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                code = main(argv)
-            except SystemExit as exited:
-                code = exited.code
-        results.append({"code": code, "stderr": err.getvalue()})
-    print(json.dumps(results))
-    """
-)
-
-
-def write(path, text):
-    path.write_text(text, encoding="utf-8")
-    return path.name
-
-
-def recipe(tmp_path, name, **changes):
-    with open(TINY_RECIPE) as f:
-        values = yaml.safe_load(f)
-    values.update(changes)
-    (tmp_path / name).write_text(yaml.safe_dump(values))
-    return name
 
 
 @pytest.fixture(scope="module")
@@ -139,22 +98,6 @@ def train_cases(tmp_path_factory):
     not_found = [*base, "--model_name_or_path", "models/qwen3-missing"]
     outcomes = run_each(tmp_path, "egrsd.train", [*runs, opted_out, not_found])
     return {"cases": cases, "outcomes": outcomes, "out": out}
-
-
-def run_each(tmp_path, module, argvs):
-    """Exit status and stderr of `module`'s console entry point for each argv, all in one subprocess."""
-    result = run(tmp_path, "-c", DRIVER, module, json.dumps(argvs), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def assert_one_clear_outcome(outcome, *fragments):
-    assert outcome["code"] == USER_ERROR, outcome["stderr"][-3000:]
-    assert "Traceback" not in outcome["stderr"]
-    lines = error_lines(outcome["stderr"])
-    assert len(lines) == 1 and " — " in lines[0], lines
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 TRAIN_CASES = [
@@ -253,12 +196,14 @@ def test_eval_mistakes(tmp_path):
             ["--model", "./no-model", "--benchmarks", BENCHMARK],
             ["--model", "./no-model", "--benchmarks", "bench.jsonl"],
             ["--model", "./no-model", "--benchmarks", "missing.jsonl"],
+            ["--model", "./no-model", "--benchmarks", BENCHMARK, "--max-problems", "-1"],
         ],
     )
     assert_one_clear_outcome(outcomes[0], "Unknown benchmark 'gsm9k'", "known benchmarks: math500")
     assert_one_clear_outcome(outcomes[1], "no model folder ./no-model")
     assert_one_clear_outcome(outcomes[2], "bench.jsonl:2: not valid JSON")
     assert_one_clear_outcome(outcomes[3], "missing.jsonl: no such benchmark file")
+    assert_one_clear_outcome(outcomes[4], "max_problems=-1 keeps no problem")
 
 
 def test_eval_counts_an_unparseable_gold_as_ungradable_and_warns_on_an_empty_problem(tmp_path, tiny_model_dir):
@@ -279,7 +224,7 @@ def test_eval_counts_an_unparseable_gold_as_ungradable_and_warns_on_an_empty_pro
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 problem(s) with an empty text" in result.stderr and "'empty'" in result.stderr
-    assert "1 problem(s) have a gold answer the grader cannot parse" in result.stderr
+    assert "1 problem(s) have no gold answer (empty, null or a placeholder) or one the grader cannot" in result.stderr
     metrics = json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"]["bench"]
     assert metrics["ungradable_samples"] == 1 and metrics["num_problems"] == 3
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]

@@ -14,7 +14,9 @@ import yaml
 
 from .cli import UserError, looks_like_path, one_line
 from .configs import EGRSDConfig
-from .teacher import required_columns, template_fields
+from .recipe_data import column_mapping, needs_solution, preview_data, reward_problems, sample_count_problems
+from .teacher import required_columns
+from .teacher_budget import context_problems
 from .testbed import TESTBED_MODELS
 
 
@@ -49,10 +51,14 @@ def _non_default_fields(instance) -> dict:
     return values
 
 
-def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: bool | None = None) -> list[str]:
-    """Every inconsistency of a parsed recipe that can be seen without a GPU, a model or a dataset.
+def find_problems(
+    script_args, training_args: EGRSDConfig, model_args, use_cpu: bool | None = None, load_data: bool = True
+) -> list[str]:
+    """Every inconsistency of a parsed recipe that can be seen without a GPU, a model or a download.
 
-    `use_cpu` is the recipe's own value when the parse forced the CPU (see `parse_for_check`).
+    `use_cpu` is the recipe's own value when the parse forced the CPU (see `parse_for_check`). `load_data`: load
+    local data as training would and check it with the rewards (`recipe_data.preview_data`); training itself passes
+    False, as it loads the data and runs those checks right after, still before the model.
     """
     problems = []
     use_cpu = training_args.use_cpu if use_cpu is None else use_cpu
@@ -60,8 +66,11 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
     # Rewards: every name resolves, and the weights match them.
     from .rewards import get_reward_funcs
 
+    reward_funcs = None
     try:
-        get_reward_funcs(script_args.reward_funcs)
+        reward_funcs = get_reward_funcs(
+            script_args.reward_funcs, max_completion_length=training_args.max_completion_length
+        )
     except (ValueError, ImportError, AttributeError) as error:
         problems.append(f"reward_funcs: {error}")
     weights = training_args.reward_weights
@@ -71,7 +80,11 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
             f"{script_args.reward_funcs} — give one weight per reward function"
         )
 
-    # Data: the mapped columns exist for the prompt, the verifier and the teacher template's placeholders.
+    # Data: the mapped columns exist for the prompt, the verifier and the teacher template's placeholders; local data
+    # loads as training loads it; the rewards can take every column.
+    data_columns = None
+    count_problems = sample_count_problems(script_args, training_args)
+    problems += count_problems
     if not script_args.dataset_name:
         problems.append("dataset_name is missing — name a registered set, a Hub id or a local .jsonl/.parquet file")
     else:
@@ -85,12 +98,13 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
             problems.append(f"dataset_name: {one_line(error)}")
             columns = None
         if columns is not None:
-            problems += local_data_problems(
+            file_problems = local_data_problems(
                 script_args.dataset_name,
                 mapping,
                 layout=script_args.dataset_layout,
                 require_solution=needs_solution(training_args),
             )
+            problems += file_problems
             needed = ["prompt"]
             if training_args.needs_teacher:
                 needed += required_columns(training_args.teacher_template, training_args.solution_column)
@@ -101,6 +115,11 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
                         f"{column!r} (needed by credit_method={training_args.credit_method!r} and its "
                         "teacher_template) — add it with dataset_column_mapping"
                     )
+            if not file_problems and not count_problems:
+                data_columns, load_problems = preview_data(script_args, training_args, load_local=load_data)
+                problems += load_problems
+    if reward_funcs is not None:
+        problems += reward_problems(reward_funcs, script_args.reward_funcs, data_columns)
 
     # Model: a local path must exist; a Hub id is only checked for its form (no download).
     name = model_args.model_name_or_path
@@ -121,6 +140,8 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
         os.path.exists(os.path.join(name, f)) for f in ("config.json", "adapter_config.json")
     ):
         problems.append(f"model_name_or_path {name!r} is a folder without config.json — pass a saved model's folder")
+    else:
+        problems += context_problems(name, training_args)
 
     # Checkpoints: saving asked for but switched off, and resuming from a checkpoint that is not there.
     default_save_steps = EGRSDConfig.__dataclass_fields__["save_steps"].default
@@ -161,32 +182,9 @@ def find_problems(script_args, training_args: EGRSDConfig, model_args, use_cpu: 
     return problems
 
 
-def column_mapping(script_args) -> dict | None:
-    """The recipe's dataset_column_mapping as a dict (the command line gives it as JSON text)."""
-    mapping = script_args.dataset_column_mapping
-    if isinstance(mapping, str):
-        import json
-
-        try:
-            mapping = json.loads(mapping)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f'dataset_column_mapping is not JSON ({error.msg}): write it as \'{{"answer": "final"}}\''
-            ) from None
-    if mapping is not None and not isinstance(mapping, dict):
-        raise ValueError(f"dataset_column_mapping must be a mapping {{role: column}}, got {mapping!r}")
-    return mapping
-
-
-def needs_solution(training_args: EGRSDConfig) -> bool:
-    """Whether the method's teacher reads the reference solution (a teacher method whose template shows it)."""
-    if not training_args.needs_teacher:
-        return False
-    return "solution" in template_fields(training_args.teacher_template)
-
-
 def resume_problems(training_args: EGRSDConfig) -> list[str]:
-    """`resume_from_checkpoint` true with no checkpoint in output_dir, or a checkpoint path that does not exist."""
+    """`resume_from_checkpoint` true with no checkpoint in output_dir, a checkpoint path that does not exist, a
+    checkpoint whose save was cut short, or a checkpoint of another credit_method."""
     resume = training_args.resume_from_checkpoint
     if resume is None or resume is False or str(resume).lower() in ("false", "no", "0", ""):
         return []
@@ -199,10 +197,47 @@ def resume_problems(training_args: EGRSDConfig) -> list[str]:
                 f"resume_from_checkpoint=true but {output_dir} has no checkpoint-* folder — train without it first "
                 "(with save_strategy: steps), or pass a checkpoint's path"
             ]
-        return []
+        resume = get_last_checkpoint(output_dir)
     if not os.path.isdir(resume):
         return [f"resume_from_checkpoint={resume!r} is not a folder — pass a checkpoint-* folder, or true"]
+    if not checkpoint_complete(resume):
+        return [
+            f"the checkpoint {resume} is incomplete (no {TRAINER_STATE_FILE}, written last: its save was cut short) "
+            "— delete that folder to resume from the checkpoint before it, or pass another checkpoint's path"
+        ]
+    recorded = recorded_credit_method(resume)
+    if recorded is not None and recorded != training_args.credit_method:
+        return [
+            f"the checkpoint {resume} was trained with credit_method={recorded!r}, not "
+            f"{training_args.credit_method!r}: resuming would continue its optimizer state and logged history under "
+            f"another method — resume with credit_method: {recorded}, or train the new method from the start in "
+            "another output_dir"
+        ]
     return []
+
+
+# The file the Trainer writes last into a checkpoint: a checkpoint without it was cut short (Ctrl-C while saving).
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_complete(checkpoint: str) -> bool:
+    return os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_FILE))
+
+
+def recorded_credit_method(checkpoint: str) -> str | None:
+    """The credit_method a checkpoint was trained with, read from the arguments the Trainer saved in it (or None)."""
+    import torch
+    from transformers.trainer import TRAINING_ARGS_NAME
+
+    path = os.path.join(checkpoint, TRAINING_ARGS_NAME)
+    if not os.path.isfile(path):
+        return None
+    try:
+        # The user's own checkpoint, written by the Trainer with torch.save: a pickle of the training arguments.
+        saved = torch.load(path, weights_only=False)
+    except Exception:  # written by other versions, or damaged: nothing to compare
+        return None
+    return getattr(saved, "credit_method", None)
 
 
 def parse_recipe(parser, argv: list[str]):
@@ -340,6 +375,6 @@ def run_check(parser, argv: list[str]) -> int:
 
 def validate_recipe(script_args, training_args, model_args) -> None:
     """Training's first step: the checks of `--check`, before any model or data is loaded; raises `UserError`."""
-    problems = find_problems(script_args, training_args, model_args)
+    problems = find_problems(script_args, training_args, model_args, load_data=False)
     if problems:
         raise UserError(problems[0], problems=problems)

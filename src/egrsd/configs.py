@@ -126,6 +126,10 @@ class EGRSDConfig(GRPOConfig):
             template_fields(self.teacher_template)
         except ValueError as error:
             problems.append(str(error))
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            problems.append(
+                f"max_completion_length must be a positive number of tokens, got {self.max_completion_length}"
+            )
         if self.num_credit_rollouts < 0:
             problems.append(f"num_credit_rollouts must be >= 0, got {self.num_credit_rollouts}")
         if self.max_teacher_prompt_length is not None and self.max_teacher_prompt_length < 1:
@@ -187,6 +191,9 @@ class EGRSDScriptArguments(ScriptArguments):
         dataset_max_samples: keep at most this many training rows (after shuffling with the seed).
         dataset_test_max_samples: with `eval_strategy` on, evaluate on at most this many rows of
             `dataset_test_split` (the same rows whatever the training seed: the first ones of a generated set).
+        dataset_max_empty_solution_frac: a teacher method whose template shows `{solution}` refuses data in which a
+            larger share of rows has an empty solution (their answer would be the teacher's reference solution);
+            1.0 accepts any share, and `dataset_column_mapping: {solution: null}` trains on the bare answers.
         reward_funcs: reward names from `egrsd.rewards` or import strings `package.module:function`.
         check: validate the recipe and print the resolved configuration, then exit (no model or data download).
     """
@@ -202,6 +209,13 @@ class EGRSDScriptArguments(ScriptArguments):
     dataset_max_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
     dataset_test_max_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many rows of dataset_test_split (fixed rows)."}
+    )
+    dataset_max_empty_solution_frac: float = field(
+        default=0.5,
+        metadata={
+            "help": "Teacher methods: the largest share of rows whose solution may be empty (the answer stands in); "
+            "1.0 accepts any."
+        },
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],

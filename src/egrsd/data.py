@@ -3,13 +3,17 @@ r"""Math training sets mapped to one layout: `prompt` (chat messages), `problem`
 * `prompt`: `[{"role": "user", "content": problem + "\n\n" + instruction}]`, after an optional system message.
 * `problem`: the bare problem text.
 * `solution`: the reference solution the teacher sees; a set that only has answers uses the answer.
-* `answer`: the gold answer the verifier compares against (for MATH, the last `\boxed{}` of the solution).
+* `answer`: the gold answer the verifier compares against (for MATH, the last `\boxed{}` of the solution), as text:
+  a gold of any JSON type becomes its text form once, here (`egrsd.golds`, which `egrsd-eval` applies too).
 
-Rows without a usable gold answer are dropped (and counted in the log). Sets are chosen by a registry name
-(`DATASET_REGISTRY`), a Hub id, or a local `.json`/`.jsonl`/`.parquet` file or dataset folder; `layout=` applies a
-registered set's column layout to a local copy, and `column_mapping=` overrides single columns, e.g.
-`{"problem": "question", "answer": "final_answer"}` (nested fields as `"parent.child"`; "prompt" is accepted as a
-key for the problem, whose column may hold chat messages).
+Every other column of the set is kept as it is, so that it reaches the reward functions (TRL passes each column of
+a row to them by name); the four columns above take their names. Rows without a usable gold answer or problem are
+dropped, counted by reason in the log; a load that leaves no row is a `UserError` saying why.
+
+Sets are chosen by a registry name (`DATASET_REGISTRY`), a Hub id, or a local `.json`/`.jsonl`/`.parquet` file
+or dataset folder; `layout=` applies a registered set's column layout to a local copy, and `column_mapping=`
+overrides single columns, e.g. `{"problem": "question", "answer": "final_answer"}` (nested fields as
+`"parent.child"`; "prompt" is accepted as a key for the problem, whose column may hold chat messages).
 
 Chat-form problems (a list of messages, as in DAPO-Math-17k) use the last user message. A set's own instruction
 boilerplate is removed only when it wraps the problem exactly as registered (DAPO asks for an "Answer:" line, which
@@ -19,14 +23,16 @@ log, since cutting text that does not match exactly could damage the problem.
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import datasets
+from datasets.exceptions import DatasetNotFoundError
 
-from .cli import UserError
-from .datafiles import check_columns, has_column, parquet_problems, read_numbered_rows
+from .cli import UserError, one_line
+from .datafiles import check_columns, has_column, json_dataset, parquet_problems, read_numbered_rows
+from .golds import PLACEHOLDER_GOLDS, is_placeholder, text_form
 from .rewards.text import last_boxed_answer
 
 
@@ -36,8 +42,6 @@ DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer wit
 # The roles a column mapping can assign, and the columns every mapped dataset has.
 ROLES = ("problem", "solution", "answer")
 OUTPUT_COLUMNS = ["prompt", "problem", "solution", "answer"]
-# Placeholder golds some sets use for problems without a checkable answer (NuminaMath-derived sets mark proofs).
-UNUSABLE_GOLDS = frozenset({"", "proof", "notfound", "nan"})
 LOCAL_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 _DAPO_PREFIX = (
@@ -66,6 +70,8 @@ class DatasetSpec:
     strip_suffix: str = ""
     deduplicate: bool = False
     description: str = ""
+    # The Hub copy's other top-level columns (they reach the rewards too), known without downloading it.
+    other_columns: tuple[str, ...] = ()
 
     def columns(self) -> dict[str, str | None]:
         return {"problem": self.problem, "solution": self.solution, "answer": self.answer}
@@ -83,6 +89,7 @@ DATASET_SPECS = (
         # The Hub copy repeats each of its ~17k problems about 100 times.
         deduplicate=True,
         description="DAPO's 17k competition problems with integer answers (chat-form prompt, answer only)",
+        other_columns=("data_source", "ability", "reward_model", "extra_info"),
     ),
     DatasetSpec(
         name="deepscaler",
@@ -94,6 +101,19 @@ DATASET_SPECS = (
         hub_id="open-r1/OpenR1-Math-220k",
         config_name="default",
         description="OpenR1-Math-220k, default config (94k NuminaMath-1.5 problems with solution and answer)",
+        other_columns=(
+            "problem_type",
+            "question_type",
+            "source",
+            "uuid",
+            "is_reasoning_complete",
+            "generations",
+            "correctness_math_verify",
+            "correctness_llama",
+            "finish_reasons",
+            "correctness_count",
+            "messages",
+        ),
     ),
     DatasetSpec(
         name="math",
@@ -101,6 +121,7 @@ DATASET_SPECS = (
         config_name="default",
         answer=None,
         description="MATH (Hendrycks et al.) train split; the gold is the last \\boxed{} of the solution",
+        other_columns=("level", "type"),
     ),
 )
 # Generic layout for Hub ids and local files without a registered layout: problem / solution / answer columns.
@@ -123,7 +144,8 @@ def _generated_dataset(name: str, split: str, max_samples: int | None, seed: int
 
     if split not in GENERATED_SIZES:
         raise ValueError(f"{name} has the splits {list(GENERATED_SIZES)}, not {split!r}")
-    rows = make_split("train" if split == "train" else "eval", max_samples or GENERATED_SIZES[split], seed=seed)
+    count = GENERATED_SIZES[split] if max_samples is None else max_samples
+    rows = make_split("train" if split == "train" else "eval", count, seed=seed)
     for row in rows:
         row["problem"] = row["prompt"][-1]["content"]
     return datasets.Dataset.from_list(rows).select_columns(OUTPUT_COLUMNS)
@@ -197,6 +219,22 @@ def mapped_columns(
     return list(OUTPUT_COLUMNS)
 
 
+def is_local(name_or_path: str) -> bool:
+    """Whether the data is generated or an existing local file or folder: loading it downloads nothing."""
+    return name_or_path in GENERATED_DATASETS or Path(name_or_path).expanduser().exists()
+
+
+def registered_columns(name_or_path: str, *, layout: str | None = None) -> list[str] | None:
+    """Every column a registered Hub set will have once loaded, known without downloading it (the mapped ones, then
+    its registered `other_columns`); None for any other source, whose columns are known when it loads."""
+    if name_or_path in GENERATED_DATASETS:
+        return list(OUTPUT_COLUMNS)
+    registered = _lookup(name_or_path)
+    if registered is None or layout or is_local(name_or_path):
+        return None
+    return [*OUTPUT_COLUMNS, *(column for column in registered.other_columns if column not in OUTPUT_COLUMNS)]
+
+
 def opt_out_hint(role: str) -> str:
     """How to fix a missing column of `role` in a recipe."""
     if role == "solution":
@@ -250,9 +288,20 @@ def local_data_problems(
     return check_columns(path, rows, needed, hints)
 
 
-def _load_raw(spec: DatasetSpec, path: Path | None, split: str, config_name: str | None) -> datasets.Dataset:
+def _load_raw(
+    spec: DatasetSpec, path: Path | None, split: str, config_name: str | None, text_columns: list[str]
+) -> datasets.Dataset:
     if path is None:
-        return datasets.load_dataset(spec.hub_id, config_name or spec.config_name, split=split)
+        try:
+            return datasets.load_dataset(spec.hub_id, config_name or spec.config_name, split=split)
+        except (ConnectionError, DatasetNotFoundError) as error:
+            registered = spec.name != GENERIC_SPEC.name
+            raise hub_unreachable_error(
+                f"the data set {spec.hub_id}" + (f" ({spec.name})" if registered else ""),
+                "save it as a local .jsonl or .parquet file and pass that file as dataset_name"
+                + (f" with dataset_layout: {spec.name}" if registered else ""),
+                error,
+            ) from None
     if path.is_dir():
         if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             loaded = datasets.load_from_disk(str(path))
@@ -261,8 +310,19 @@ def _load_raw(spec: DatasetSpec, path: Path | None, split: str, config_name: str
     builder = LOCAL_FILE_BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise ValueError(f"unsupported data file {path.name}; use one of {sorted(LOCAL_FILE_BUILDERS)}")
+    if builder == "json":
+        return json_dataset(path, text_columns)
     # A single file has one split, which datasets calls "train", whatever `split` says.
     return datasets.load_dataset(builder, data_files=str(path), split="train")
+
+
+def hub_unreachable_error(description: str, local_hint: str, error: Exception) -> UserError:
+    """A Hub data set that cannot be downloaded here (offline, unreachable, not there): which one, and what to do."""
+    return UserError(
+        f"cannot download {description} from the Hub ({one_line(error)[:200]})",
+        "load it once where the Hub is reachable (it is then read from the cache, also with HF_HUB_OFFLINE=1), or "
+        + local_hint,
+    )
 
 
 def _read(row: Mapping[str, Any], column: str) -> Any:
@@ -292,18 +352,57 @@ def _strip_boilerplate(text: str, spec: DatasetSpec) -> tuple[str, bool]:
     return text, False
 
 
-def _gold_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return None if text.lower() in UNUSABLE_GOLDS else text
-
-
 def build_prompt(problem: str, instruction: str | None, system_prompt: str | None) -> list[dict[str, str]]:
     """The student's chat prompt for one problem."""
     content = f"{problem}\n\n{instruction}" if instruction else problem
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [*messages, {"role": "user", "content": content}]
+
+
+# Why a row is dropped: the first of these that holds, and how the log and the errors say it.
+DROP_REASONS = {
+    "empty_gold": "an empty or null gold answer",
+    "placeholder_gold": f"a placeholder gold ({', '.join(sorted(PLACEHOLDER_GOLDS))}: no checkable answer)",
+    "no_boxed_gold": "no \\boxed{} answer in the solution to read the gold from",
+    "empty_problem": "an empty problem",
+}
+# Per-row bookkeeping columns of the mapping pass, removed before the set is returned.
+_DROP_COLUMN, _BOILERPLATE_COLUMN, _NO_SOLUTION_COLUMN = "_egrsd_drop", "_egrsd_boilerplate_kept", "_egrsd_no_solution"
+
+
+@dataclass
+class LoadCounts:
+    """What a load kept and dropped, for the log, `--check` and the errors."""
+
+    rows: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    repeated: int = 0
+    usable: int = 0
+    solution_column: str | None = None  # None: the answers are the reference solutions
+    empty_solutions: int = 0  # usable rows whose solution is empty: their answer is the reference solution
+    kept: int = 0  # after max_samples
+    generated: bool = False
+
+    def dropped_text(self) -> str:
+        parts = [f"{count} with {DROP_REASONS[reason]}" for reason, count in self.dropped.items() if count]
+        if self.repeated:
+            parts.append(f"{self.repeated} repeating an earlier problem")
+        return "; ".join(parts)
+
+    def summary(self, solutions: bool = True) -> str:
+        """One line: rows read, dropped and why, empty solutions (when `solutions` matter), rows used."""
+        if self.generated:
+            return f"{self.kept} rows generated"
+        parts = [f"{self.rows} rows read"]
+        if self.dropped or self.repeated:
+            parts.append(f"dropped {self.dropped_text()}")
+        if solutions and self.solution_column is not None and self.empty_solutions:
+            parts.append(
+                f"{self.empty_solutions} of the {self.usable} usable rows have an empty {self.solution_column!r} "
+                "(their answer is the teacher's reference solution)"
+            )
+        parts.append(f"{self.kept} used")
+        return "; ".join(parts)
 
 
 def load_math_dataset(
@@ -318,8 +417,11 @@ def load_math_dataset(
     max_samples: int | None = None,
     seed: int = 0,
     require_solution: bool = False,
+    max_empty_solution_frac: float | None = None,
+    counts: LoadCounts | None = None,
 ) -> datasets.Dataset:
-    """Load a math set and map it to columns `prompt`, `problem`, `solution`, `answer` (see the module docstring).
+    """Load a math set and map it to columns `prompt`, `problem`, `solution`, `answer`, followed by the set's other
+    columns (see the module docstring).
 
     Args:
         name_or_path: a `DATASET_REGISTRY` name or Hub id, another Hub id (generic layout), or a local
@@ -331,17 +433,30 @@ def load_math_dataset(
         layout: a registered set whose column layout a local copy (or another Hub id) follows, e.g. "deepscaler".
         instruction: appended to each problem in the prompt; None for none.
         system_prompt: an optional system message before the user message.
-        max_samples: keep this many usable rows, chosen by a shuffle with `seed`; None keeps all, in order.
+        max_samples: keep this many usable rows, chosen by a shuffle with `seed`; None keeps all, in order. A
+            generated set generates this many.
         require_solution: a source whose layout names a solution column must have it (a teacher method reads it);
             without this, a missing solution column is a warning and the answers double as solutions.
             `column_mapping={"solution": None}` opts out either way.
+        max_empty_solution_frac: the largest share of kept rows whose solution may be empty (their answer stands in
+            for it); a larger share is a `UserError`. None: any share (the count is logged either way).
+        counts: filled with what was kept and dropped.
+
+    Raises `UserError` when no usable row is left (saying how many rows were dropped and why), for a Hub set that
+    cannot be downloaded, and for the other mistakes in the data a user can fix.
     """
+    counts = counts if counts is not None else LoadCounts()
+    if max_samples is not None and max_samples <= 0:
+        raise UserError(f"max_samples={max_samples} keeps no rows", "pass a positive number, or None for every row")
     if name_or_path in GENERATED_DATASETS:
-        return _generated_dataset(name_or_path, split, max_samples, seed)
+        dataset = _generated_dataset(name_or_path, split, max_samples, seed)
+        counts.rows = counts.usable = counts.kept = len(dataset)
+        counts.generated, counts.solution_column = True, "solution"
+        return dataset
     spec, path = _resolve(name_or_path, layout)
     columns = _apply_mapping(spec, column_mapping)
     label = str(path) if path is not None else f"{spec.hub_id} ({spec.name})"
-    raw = _load_raw(spec, path, split, config_name)
+    raw = _load_raw(spec, path, split, config_name, [c for c in (columns["answer"], columns["solution"]) if c])
 
     solution_column = columns["solution"]
     for role, column in columns.items():
@@ -360,55 +475,117 @@ def load_math_dataset(
     if columns["answer"] is None and solution_column is None:
         raise ValueError(f"{label}: the {spec.name!r} layout reads the gold answer from the solution, which is None")
 
-    needed = {c.split(".")[0] for c in (columns["problem"], solution_column, columns["answer"]) if c is not None}
-    raw = raw.select_columns(sorted(needed))
-
     def map_batch(batch: dict[str, list]) -> dict[str, list]:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        mapped: dict[str, list] = {"prompt": [], "problem": [], "solution": [], "answer": [], "boilerplate_kept": []}
-        for row in rows:
+        mapped: dict[str, list] = {name: [] for name in OUTPUT_COLUMNS}
+        mapped.update({_DROP_COLUMN: [], _BOILERPLATE_COLUMN: [], _NO_SOLUTION_COLUMN: []})
+        for values in zip(*batch.values()):
+            row = dict(zip(batch, values))
             problem, stripped = _strip_boilerplate(_problem_text(_read(row, columns["problem"])).strip(), spec)
-            solution = _read(row, solution_column) if solution_column is not None else None
-            solution = str(solution).strip() if solution is not None else ""
+            solution = _text(row, solution_column, label) if solution_column is not None else ""
             if columns["answer"] is not None:
-                answer = _gold_text(_read(row, columns["answer"]))
+                answer, boxed = _text(row, columns["answer"], label), True
             else:
-                answer = _gold_text(last_boxed_answer(solution)) if solution else None
+                boxed_answer = last_boxed_answer(solution) if solution else None
+                answer, boxed = (boxed_answer or "").strip(), boxed_answer is not None
+            if not boxed:
+                drop = "no_boxed_gold"
+            elif not answer:
+                drop = "empty_gold"
+            elif is_placeholder(answer):
+                drop = "placeholder_gold"
+            else:
+                drop = "empty_problem" if not problem else ""
             mapped["prompt"].append(build_prompt(problem, instruction, system_prompt))
             mapped["problem"].append(problem)
-            mapped["solution"].append(solution or (answer or ""))
-            mapped["answer"].append(answer or "")
-            mapped["boilerplate_kept"].append(not stripped)
+            mapped["solution"].append(solution or answer)
+            mapped["answer"].append(answer)
+            mapped[_DROP_COLUMN].append(drop)
+            mapped[_BOILERPLATE_COLUMN].append(not stripped)
+            mapped[_NO_SOLUTION_COLUMN].append(not solution)
         return mapped
 
-    dataset = raw.map(map_batch, batched=True, remove_columns=raw.column_names, desc=f"mapping {spec.name}")
+    replaced = [name for name in raw.column_names if name in OUTPUT_COLUMNS]
+    other_columns = [name for name in raw.column_names if name not in OUTPUT_COLUMNS]
+    dataset = raw.map(map_batch, batched=True, remove_columns=replaced, desc=f"mapping {spec.name}")
 
     usable: list[int] = []
     seen_problems: set[int] = set()
-    kept_boilerplate = repeated = 0
-    index = 0
-    for batch in dataset.iter(batch_size=10_000):
-        for problem, answer, kept in zip(batch["problem"], batch["answer"], batch["boilerplate_kept"]):
+    kept_boilerplate = 0
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    bookkeeping = dataset.select_columns(["problem", _DROP_COLUMN, _BOILERPLATE_COLUMN, _NO_SOLUTION_COLUMN])
+    for batch in bookkeeping.iter(batch_size=10_000):
+        for problem, drop, kept, no_solution in zip(*(batch[name] for name in bookkeeping.column_names)):
             kept_boilerplate += kept
-            if problem and answer:
+            if drop:
+                dropped[drop] += 1
+            else:
                 key = hash(problem)  # compared within this loop only, so the per-process hash seed does not matter
                 if spec.deduplicate and key in seen_problems:
-                    repeated += 1
+                    counts.repeated += 1
                 else:
                     seen_problems.add(key)
-                    usable.append(index)
-            index += 1
-    dataset = dataset.remove_columns("boilerplate_kept")
+                    usable.append(counts.rows)
+                    counts.empty_solutions += no_solution
+            counts.rows += 1
+    counts.dropped = {reason: count for reason, count in dropped.items() if count}
+    counts.usable, counts.solution_column = len(usable), solution_column
+    dataset = dataset.select_columns(OUTPUT_COLUMNS + other_columns)
     if kept_boilerplate:
         logger.warning("%s: %d problems lacked the expected instruction wrapper; kept as is", label, kept_boilerplate)
-    dropped = index - len(usable) - repeated
-    if dropped:
-        logger.warning("%s: dropped %d of %d rows without a usable gold answer or problem", label, dropped, index)
-    if repeated:
-        logger.info("%s: removed %d repeated problems", label, repeated)
-    if len(usable) != index:
+    if counts.dropped:
+        logger.warning(
+            "%s: dropped %d of %d rows: %s",
+            label,
+            sum(counts.dropped.values()),
+            counts.rows,
+            "; ".join(f"{count} with {DROP_REASONS[reason]}" for reason, count in counts.dropped.items()),
+        )
+    if counts.repeated:
+        logger.info("%s: removed %d repeated problems", label, counts.repeated)
+    if not usable:
+        raise UserError(
+            f"{label}: no usable rows — of {counts.rows}, dropped {counts.dropped_text() or 'none'}",
+            "give every row a problem and a gold answer (0, false and any other value count; only empty text, null "
+            "and the placeholders do not), or map the right columns with dataset_column_mapping",
+        )
+    _check_empty_solutions(label, counts, len(usable), solution_column, max_empty_solution_frac)
+    if len(usable) != counts.rows:
         dataset = dataset.select(usable)
     if max_samples is not None and max_samples < len(dataset):
         dataset = dataset.shuffle(seed=seed).select(range(max_samples)).flatten_indices()
+    counts.kept = len(dataset)
     logger.info("%s: %d rows", label, len(dataset))
-    return dataset.select_columns(OUTPUT_COLUMNS)
+    return dataset
+
+
+def _text(row: Mapping[str, Any], column: str, label: str) -> str:
+    """The text form of a row's answer or solution (`golds.text_form`); an object there is a `UserError`."""
+    try:
+        return text_form(_read(row, column))
+    except ValueError as error:
+        raise UserError(f"{label}: column {column!r}: {error}") from None
+
+
+def _check_empty_solutions(
+    label: str, counts: LoadCounts, usable: int, solution_column: str | None, limit: float | None
+) -> None:
+    """Log the rows whose answer stands in for an empty solution; more than `limit` of them is a `UserError`."""
+    if solution_column is None or not counts.empty_solutions:
+        return
+    share = counts.empty_solutions / usable
+    logger.warning(
+        "%s: %d of %d rows (%.0f%%) have an empty %r; their answer is the teacher's reference solution",
+        label,
+        counts.empty_solutions,
+        usable,
+        100 * share,
+        solution_column,
+    )
+    if limit is not None and share > limit:
+        raise UserError(
+            f"{label}: {counts.empty_solutions} of {usable} rows ({100 * share:.0f}%) have an empty "
+            f"{solution_column!r}, above dataset_max_empty_solution_frac={limit:g}; the teacher would see only their "
+            "answer as the reference solution",
+            "give those rows a solution, raise dataset_max_empty_solution_frac (1.0 accepts any share), or train on "
+            "the bare answers explicitly with dataset_column_mapping: {solution: null}",
+        )

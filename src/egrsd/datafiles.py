@@ -1,16 +1,21 @@
 """Reading a user's local data file (json, jsonl, parquet) with errors that name the file and the line.
 
-Used by `egrsd-train --check` (and training, which runs the same checks first) and by `egrsd-eval` for local
-benchmark files: a malformed line, an empty file or a row without a needed column is one `UserError`, not a pyarrow
-or JSON traceback.
+Used by `egrsd-train --check` and training (which runs the same checks first, then loads JSON files through
+`json_dataset`) and by `egrsd-eval` for local benchmark files: a malformed line, an empty file, a row without a needed
+column or a column of mixed types is one `UserError`, not a pyarrow or JSON traceback.
 """
 
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cli import UserError, one_line
+from .golds import text_form
+
+
+if TYPE_CHECKING:
+    import datasets
 
 
 JSON_SUFFIXES = (".json", ".jsonl")
@@ -61,6 +66,64 @@ def read_numbered_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
             raise _not_json(path, number, error.msg) from None
         rows.append((number, _object(path, row, number)))
     return rows
+
+
+def json_dataset(path: str | Path, text_columns: Sequence[str] = ()) -> "datasets.Dataset":
+    """A .json/.jsonl file as a `datasets.Dataset`, read as the user wrote it.
+
+    The values of `text_columns` (dotted paths for nested fields; the gold answer and the solution) become their text
+    form (`golds.text_form`) before arrow types the columns, so a gold column holding 0, "0" and false is one text
+    column, as `egrsd-eval` reads it. Every other column keeps its values; one whose rows mix types that arrow cannot
+    hold together (a number in one row, text in another) is a `UserError` naming it.
+    """
+    import datasets
+
+    path = Path(path)
+    rows = read_numbered_rows(path)
+    for number, row in rows:
+        for column in text_columns:
+            parent, _, key = column.rpartition(".")
+            node = _node(row, parent)
+            if isinstance(node, Mapping) and key in node:
+                try:
+                    node[key] = text_form(node[key])
+                except ValueError as error:
+                    raise UserError(f"{column!r}: {error}", path=str(path), line=number) from None
+    names = list(dict.fromkeys(key for _, row in rows for key in row))
+    table = {name: [row.get(name) for _, row in rows] for name in names}
+    try:
+        return datasets.Dataset.from_dict(table)
+    except Exception as error:  # pyarrow's ArrowInvalid / ArrowTypeError, raised for the column it cannot type
+        raise _mixed_types(path, table, error) from None
+
+
+def _node(row: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = row
+    for part in dotted.split(".") if dotted else ():
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def _mixed_types(path: Path, table: Mapping[str, list], error: Exception) -> UserError:
+    import pyarrow as pa
+
+    for name, values in table.items():
+        try:
+            pa.array(values)
+        except Exception:
+            kinds = sorted({type(value).__name__ for value in values if value is not None})
+            if len(kinds) > 1:
+                return UserError(
+                    f"column {name!r} mixes value types ({', '.join(kinds)}), which one column cannot hold",
+                    "write it with one type in every row (e.g. all text)",
+                    path=str(path),
+                )
+            return UserError(
+                f"column {name!r} cannot be stored as one table column ({one_line(error)[:200]})",
+                "write its values as text",
+                path=str(path),
+            )
+    return UserError(f"cannot read the rows as a table ({one_line(error)[:300]})", "check its columns", path=str(path))
 
 
 def _not_json(path: Path, line: int, reason: str) -> UserError:

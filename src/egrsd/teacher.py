@@ -18,7 +18,13 @@ DEFAULT_TEACHER_TEMPLATE = (
 
 def template_fields(template: str) -> set[str]:
     """Placeholder names used in `template`; raises if one is not among TEMPLATE_PLACEHOLDERS."""
-    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:  # a lone brace: "Single '}' encountered", "expected '}' before end of string"
+        raise ValueError(
+            f"teacher_template is not a valid template ({error}): a literal brace is written '{{{{' or '}}}}', and "
+            f"placeholders are {['{' + p + '}' for p in TEMPLATE_PLACEHOLDERS]}"
+        ) from None
     unknown = fields - set(TEMPLATE_PLACEHOLDERS)
     if unknown or "" in fields:
         raise ValueError(

@@ -10,9 +10,10 @@ import sys
 
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from egrsd.cli import UserError, one_line, run_cli
+from egrsd.cli import Interrupted, UserError, one_line, run_cli
 from egrsd.configs import EGRSDConfig, EGRSDScriptArguments, make_parser
-from egrsd.testbed import TESTBED_MODELS
+from egrsd.recipe_data import load_datasets
+from egrsd.testbed import TESTBED_MODELS, testbed_model_path
 
 
 logger = logging.getLogger(__name__)
@@ -23,50 +24,11 @@ def resolve_model(model_args: ModelConfig, training_args: EGRSDConfig) -> str:
     name = model_args.model_name_or_path
     if name not in TESTBED_MODELS:
         return name
-    if name == "testbed:base":
-        from egrsd.testbed.base import ensure_base
-
-        return str(ensure_base(training_args.output_dir))
-    from egrsd.testbed.model import build_tiny_qwen3
-    from egrsd.testbed.tokenizer import build_tokenizer
-
-    path = os.path.join(training_args.output_dir, "testbed-random-init")
-    if training_args.process_index == 0 and not os.path.exists(os.path.join(path, "config.json")):
-        tokenizer = build_tokenizer()
-        build_tiny_qwen3(tokenizer, seed=training_args.seed).save_pretrained(path)
-        tokenizer.save_pretrained(path)
-    training_args.distributed_state.wait_for_everyone()
-    return path
-
-
-def load_datasets(script_args: EGRSDScriptArguments, training_args: EGRSDConfig):
-    from egrsd.check import column_mapping, needs_solution
-    from egrsd.data import load_math_dataset
-
-    def load(split: str, **extra):
-        try:
-            return load_math_dataset(
-                script_args.dataset_name,
-                split=split,
-                column_mapping=column_mapping(script_args),
-                config_name=script_args.dataset_config,
-                layout=script_args.dataset_layout,
-                require_solution=needs_solution(training_args),
-                **extra,
-            )
-        except UserError:
-            raise
-        except (ValueError, FileNotFoundError) as error:  # the data module's messages name the set and the fix
-            raise UserError(f"dataset {script_args.dataset_name!r}: {one_line(error)}") from None
-
-    train_dataset = load(
-        script_args.dataset_train_split, max_samples=script_args.dataset_max_samples, seed=training_args.seed
+    path = testbed_model_path(
+        name, training_args.output_dir, seed=training_args.seed, write=training_args.process_index == 0
     )
-    eval_dataset = None
-    if training_args.eval_strategy != "no":
-        # seed 0, not the training seed: every run of a comparison evaluates on the same held-out rows.
-        eval_dataset = load(script_args.dataset_test_split, max_samples=script_args.dataset_test_max_samples, seed=0)
-    return train_dataset, eval_dataset
+    training_args.distributed_state.wait_for_everyone()
+    return str(path)
 
 
 def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_args: ModelConfig):
@@ -74,12 +36,18 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     from packaging.version import Version
     from transformers import AutoTokenizer
 
+    from egrsd.recipe_data import check_loaded_data
     from egrsd.rewards import get_reward_funcs
+    from egrsd.teacher_budget import check_teacher_budget
     from egrsd.trainer import EGRSDTrainer
 
     reward_funcs = get_reward_funcs(
         script_args.reward_funcs, max_completion_length=training_args.max_completion_length
     )
+    # The data before the model: a set that is empty, unreachable, or has columns the rewards cannot take is said
+    # before any weights load.
+    train_dataset, eval_dataset = load_datasets(script_args, training_args)
+    check_loaded_data(reward_funcs, script_args.reward_funcs, train_dataset, eval_dataset)
     model_path = resolve_model(model_args, training_args)
     model_init_kwargs = dict(
         revision=model_args.model_revision,
@@ -102,7 +70,8 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
             "pass a model folder with its tokenizer files, or a Hub id this machine can download",
         ) from None
     tokenizer.padding_side = "left"
-    train_dataset, eval_dataset = load_datasets(script_args, training_args)
+    if training_args.needs_teacher:
+        check_teacher_budget(model_path, tokenizer, train_dataset, training_args)
 
     trainer = EGRSDTrainer(
         model=model_path,
@@ -117,7 +86,14 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "yes", "1"):
         resume = True  # the latest checkpoint in output_dir (a path also works)
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        close_progress_bars(trainer)
+        raise Interrupted(where_training_stopped(trainer.state, training_args)) from None
+    except UserError:  # a reward function's mistake, found when it returned
+        close_progress_bars(trainer)
+        raise
     # Every rank reports: under ZeRO-3 it holds a shard only, and it must have run the teacher like the others.
     local_elements = sum(p.numel() for p in trainer.model.parameters())
     all_elements = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters())
@@ -136,6 +112,41 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     if Version(transformers.__version__) >= Version("5.18.0"):
         trainer.end()
     return trainer
+
+
+def close_progress_bars(trainer) -> None:
+    """End the progress bars of a run stopped midway, so that the line saying why starts a line of its own."""
+    for callback in trainer.callback_handler.callbacks:
+        for name in ("training_bar", "prediction_bar"):
+            bar = getattr(callback, name, None)
+            if bar is not None:
+                bar.close()
+                setattr(callback, name, None)
+
+
+def where_training_stopped(state, training_args: EGRSDConfig) -> str:
+    """After Ctrl-C: the step training stopped at, and how to go on from its last checkpoint (or that it has none)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from egrsd.check import checkpoint_complete
+
+    stopped = f"training stopped at step {state.global_step} of {state.max_steps}"
+    output_dir = training_args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if checkpoint is None:
+        return (
+            f"{stopped}; no checkpoint was saved (save_strategy: {training_args.save_strategy}) — run it again from "
+            "the start; with save_strategy: steps and save_steps a run can be resumed"
+        )
+    if not checkpoint_complete(checkpoint):
+        return (
+            f"{stopped} while saving {checkpoint}, which is incomplete — delete that folder, then resume from the "
+            "checkpoint before it (if any) with the same command and --resume_from_checkpoint true"
+        )
+    return (
+        f"{stopped}; its last checkpoint is {checkpoint} — resume from it with the same command and "
+        "--resume_from_checkpoint true (the steps after it run again, exactly as they would have)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,8 +39,10 @@ from .credit import (
     with_entropy_ref,
 )
 from .credit_pages.callback import CreditRecordCallback
+from .reward_checks import checked_rewards
 from .scoring import score_tokens
 from .teacher import build_teacher_prompt, required_columns, user_turn_markers
+from .teacher_budget import teacher_prompt_limit
 
 
 # The PEFT adapter holding a copy of a pre-existing adapter's initial weights (TRL's name for its reference adapter).
@@ -91,6 +93,7 @@ class EGRSDTrainer(GRPOTrainer):
 
         if args.use_vllm:
             _prepare_vllm(args)
+        reward_funcs = checked_rewards(reward_funcs)  # their return values checked, their NaNs counted
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         if args.use_vllm:
             from .vllm_compat import use_cpu_weight_sync
@@ -151,25 +154,11 @@ class EGRSDTrainer(GRPOTrainer):
         return stack
 
     def _teacher_prompt_length_limit(self) -> int | None:
-        """The longest teacher prompt: `max_teacher_prompt_length`, or what the model's context leaves after the
-        completion. Fails before training when a teacher sequence could exceed the context."""
+        """The longest teacher prompt (`teacher_budget.teacher_prompt_limit`); fails before training when a teacher
+        sequence could exceed the context."""
         text_config = self.accelerator.unwrap_model(self.model).config.get_text_config()
         positions = getattr(text_config, "max_position_embeddings", None)
-        limit, completion = self.args.max_teacher_prompt_length, self.args.max_completion_length
-        if not positions:
-            return limit
-        if limit is not None and limit + completion > positions:
-            raise ValueError(
-                f"max_teacher_prompt_length={limit} + max_completion_length={completion} exceeds the model's context "
-                f"(max_position_embeddings={positions}): set max_teacher_prompt_length to at most "
-                f"{positions - completion} or lower max_completion_length."
-            )
-        if limit is None and completion >= positions:
-            raise ValueError(
-                f"max_completion_length={completion} leaves no room for a teacher prompt in the model's context "
-                f"(max_position_embeddings={positions}): lower max_completion_length."
-            )
-        return positions - completion if limit is None else limit
+        return teacher_prompt_limit(self.args.max_teacher_prompt_length, self.args.max_completion_length, positions)
 
     def _chat_user_turn(self) -> tuple[str, str]:
         """How the chat template opens and closes a user turn (for string prompts that are already formatted)."""

@@ -12,7 +12,8 @@ from typing import Any
 
 # The evaluated prompt is the one the policy was trained on: the training data's instruction and prompt builder.
 from ..cli import UserError
-from ..data import DEFAULT_INSTRUCTION, build_prompt
+from ..data import DEFAULT_INSTRUCTION, build_prompt, hub_unreachable_error
+from ..golds import usable_gold
 
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -21,7 +22,8 @@ MAPPING_KEYS = ("problem", "answer", "id")
 
 @dataclass(frozen=True)
 class Problem:
-    """One benchmark item; `answer` is the gold answer as a string, `id` is unique within the benchmark.
+    """One benchmark item; `answer` is the gold answer's text form ("" for none: `egrsd.golds`), `id` is unique within
+    the benchmark.
 
     `instruction`, when set, replaces the run's instruction for this item ("" for none).
     """
@@ -173,8 +175,12 @@ def rows_to_problems(
             raise UserError(
                 f"row {index + 1} has no {missing}", "give every row a problem and an answer", path=source or None
             )
-        answer = str(row[answer_column])
-        if answer_transform is not None:
+        # The gold's text form, as training reads it; an empty or placeholder gold is "", which grades as ungradable.
+        try:
+            answer = usable_gold(row[answer_column]) or ""
+        except ValueError as error:  # an object where the answer goes
+            raise UserError(f"row {index + 1}: {error}", path=source or None) from None
+        if answer_transform is not None and answer:
             answer = answer_transform(answer)
         problem_id = str(row[id_column]) if id_column is not None else str(index)
         problems.append(Problem(id=problem_id, problem=str(row[problem_column]), answer=answer))
@@ -224,8 +230,18 @@ def load_benchmark(name: str, max_problems: int | None = None) -> tuple[str, lis
     if name in BENCHMARKS:
         spec = BENCHMARKS[name]
         from datasets import load_dataset
+        from datasets.exceptions import DatasetNotFoundError
 
-        dataset = load_dataset(spec.dataset, spec.config, split=spec.split)
+        try:
+            dataset = load_dataset(spec.dataset, spec.config, split=spec.split)
+        except (ConnectionError, DatasetNotFoundError) as error:
+            columns = f"problem={spec.problem_column},answer={spec.answer_column}"
+            columns += f",id={spec.id_column}" if spec.id_column else ""
+            raise hub_unreachable_error(
+                f"the benchmark {name} ({spec.dataset})",
+                f"save it as a local .jsonl file and pass that file as the benchmark, path.jsonl:{columns}",
+                error,
+            ) from None
         if max_problems is not None:
             dataset = dataset.select(range(min(max_problems, len(dataset))))
         problems = rows_to_problems(

@@ -17,7 +17,7 @@ from egrsd.eval.run import evaluate, format_outputs, format_summary
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="egrsd-eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model directory or Hub id")
+    parser.add_argument("--model", required=True, help="model directory, Hub id, or testbed:base / testbed:random")
     parser.add_argument(
         "--benchmarks",
         required=True,

@@ -5,6 +5,10 @@
 Higher accuracy and fewer tokens are better; a run is Pareto-optimal on a benchmark when no other run is at least
 as good on both and strictly better on one. The average panel is recomputed over the benchmarks every run has, so
 runs evaluated on different benchmark sets are still compared on equal terms.
+
+Points are comparable only under one token budget (`max_new_tokens`), one K (`num_samples`) and one problem set per
+benchmark (its `num_problems` and source): runs that differ in any of them are refused, naming the field, unless
+`--allow-mixed`, which then marks each run with its budget and K in the table and the plot.
 """
 
 import argparse
@@ -13,7 +17,7 @@ import math
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,12 @@ class Run:
     label: str
     path: Path
     benchmarks: dict[str, dict[str, Any]]
+    budget: int | None = None  # max_new_tokens
+    k: int | None = None  # num_samples
+    sources: dict[str, Any] = field(default_factory=dict)  # benchmark_sources
+
+    def marked_label(self) -> str:
+        return f"{self.label} [budget {self.budget}, K {self.k}]"
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
@@ -63,7 +73,16 @@ def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) 
     for index, path in enumerate(map(Path, paths)):
         results = _read_results(path)
         label = labels[index] if labels is not None else default_label(path)
-        runs.append(Run(label=label, path=path, benchmarks=results["benchmarks"]))
+        runs.append(
+            Run(
+                label=label,
+                path=path,
+                benchmarks=results["benchmarks"],
+                budget=results.get("max_new_tokens"),
+                k=results.get("num_samples"),
+                sources=results.get("benchmark_sources") or {},
+            )
+        )
     seen: dict[str, int] = {}
     for run in runs:
         seen[run.label] = seen.get(run.label, 0) + 1
@@ -95,6 +114,49 @@ def _read_results(path: Path) -> dict[str, Any]:
         if missing:
             raise UserError(f"benchmark {name!r} lacks the metrics {missing}", hint, path=str(path))
     return results
+
+
+MIXED_HINT = (
+    "compare runs of one budget, K and problem set, or pass --allow-mixed to plot them anyway, each marked with its "
+    "budget and K"
+)
+
+
+def comparability_problems(runs: Sequence[Run]) -> list[str]:
+    """One line per field in which the runs differ: the token budget, K, or a shared benchmark's problem set."""
+
+    def differs(values: Sequence[Any]) -> bool:
+        return len({json.dumps(v, sort_keys=True) for v in values}) > 1
+
+    def listed(values: Sequence[Any]) -> str:
+        return ", ".join(f"{run.label} {value}" for run, value in zip(runs, values))
+
+    problems = []
+    for key, meaning, values in (
+        ("max_new_tokens", "the token budget", [run.budget for run in runs]),
+        ("num_samples", "K, the samples per problem", [run.k for run in runs]),
+    ):
+        if differs(values):
+            problems.append(f"the runs differ in {key} ({meaning}): {listed(values)} — {MIXED_HINT}")
+    for name in common_benchmarks(runs):
+        sizes = [run.benchmarks[name].get("num_problems") for run in runs]
+        if differs(sizes):
+            problems.append(
+                f"the runs differ in {name}'s num_problems (the problem set): {listed(sizes)} — {MIXED_HINT}"
+            )
+        sources = [_source_identity(run.sources.get(name)) for run in runs]
+        if differs([source for source in sources if source is not None]):
+            problems.append(
+                f"the runs read {name} from different sources (benchmark_sources): {listed(sources)} — {MIXED_HINT}"
+            )
+    return problems
+
+
+def _source_identity(source: Any) -> str | None:
+    """Where a benchmark's problems came from, by data set name (a local file by its name) and split."""
+    if not isinstance(source, dict) or not source.get("dataset"):
+        return None
+    return f"{Path(str(source['dataset'])).name}:{source.get('config') or ''}:{source.get('split') or ''}"
 
 
 def benchmark_names(runs: Sequence[Run]) -> list[str]:
@@ -221,9 +283,20 @@ def write_frontier(
     output_dir: str | Path,
     labels: Sequence[str] | None = None,
     metric: str = "accuracy",
+    allow_mixed: bool = False,
 ) -> dict[str, Any]:
-    """Table (markdown file) and plot (PNG) for the runs; returns the table text and both paths."""
+    """Table (markdown file) and plot (PNG) for the runs; returns the table text and both paths.
+
+    Runs of different budgets, K or problem sets are a `UserError` naming the field, unless `allow_mixed`, which
+    labels every run with its budget and K instead."""
     runs = load_runs(paths, labels)
+    if allow_mixed:
+        for run in runs:
+            run.label = run.marked_label()
+    else:
+        problems = comparability_problems(runs)
+        if problems:
+            raise UserError(problems[0], problems=problems)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     table = build_table(runs, metric)
@@ -239,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", default=None, help="comma-separated, one per run (default: run directory)")
     parser.add_argument("--output-dir", default="outputs/frontier")
     parser.add_argument("--metric", default="accuracy", choices=("accuracy", "pass@1", "pass@k"))
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="compare runs of different token budgets, K or problem sets, each marked with its budget and K",
+    )
     return parser
 
 
@@ -249,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> None:
     args = build_parser().parse_args(argv)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
-    written = write_frontier(args.runs, args.output_dir, labels, args.metric)
+    written = write_frontier(args.runs, args.output_dir, labels, args.metric, allow_mixed=args.allow_mixed)
     print(written["table"])
     print(f"\ntable: {written['table_path']}\nplot: {written['plot_path']}")
 

@@ -7,7 +7,7 @@ From Python: `evaluate(EvalConfig(model="Qwen/Qwen3-1.7B", benchmarks=["math500"
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..cli import UserError, looks_like_path, one_line
+from ..testbed import TESTBED_MODELS, testbed_model_path
 from .benchmarks import Problem, check_benchmark_name, is_local_spec, load_benchmark, parse_local_spec
 from .config import EvalConfig
 from .generation import default_backend, generate_with_transformers
@@ -76,6 +77,7 @@ def load_tokenizer(model: str):
 
 def default_output_dir(config: EvalConfig) -> Path:
     name = Path(config.model).name if Path(config.model).exists() else config.model.replace("/", "__")
+    name = name.replace(":", "-")  # testbed:base -> testbed-base
     return Path("outputs") / "eval" / f"{name}-budget{config.max_new_tokens}-k{config.num_samples}"
 
 
@@ -95,11 +97,17 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Generate, grade and summarize; writes results.json and samples.jsonl to the output dir, returns the results
     (with `output_dir` added). A mistake in the config is a `UserError`, raised before the model loads."""
     check_benchmarks(config.benchmarks)
+    if config.model.startswith("testbed:") and config.model not in TESTBED_MODELS:
+        raise UserError(f"{config.model!r} is not an embedded model", f"use one of {list(TESTBED_MODELS)}")
     backend = config.backend or default_backend()
     if backend not in ("vllm", "transformers"):
         raise UserError(f"unknown backend {backend!r}", "choose vllm or transformers")
     if config.num_samples < 1 or config.max_new_tokens < 1:
         raise UserError("num_samples and max_new_tokens must be at least 1", "pass positive values")
+    if config.max_problems is not None and config.max_problems < 1:  # a negative one would slice from the end
+        raise UserError(
+            f"max_problems={config.max_problems} keeps no problem", "pass a positive number, or leave it out for all"
+        )
     output_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
 
     benchmarks: dict[str, list[Problem]] = {}
@@ -117,6 +125,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                 file=sys.stderr,
             )
 
+    recorded = config  # the results name the model as the user did (testbed:base), generation loads its folder
+    if config.model in TESTBED_MODELS:
+        config = replace(config, model=str(testbed_model_path(config.model, output_dir, seed=config.seed)))
     tokenizer = load_tokenizer(config.model)
     eos_ids = end_of_sequence_ids(config.model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
@@ -161,16 +172,17 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     ungradable = sorted({(s["benchmark"], s["prompt_id"]) for s in samples if s["score"] is None})
     if ungradable:
         print(
-            f"warning: {len(ungradable)} problem(s) have a gold answer the grader cannot parse, e.g. "
+            f"warning: {len(ungradable)} problem(s) have no gold answer (empty, null or a placeholder) or one the "
+            f"grader cannot parse, e.g. "
             f"{ungradable[:3]}: counted as ungradable (ungradable_samples) and left out of accuracy, not scored wrong",
             file=sys.stderr,
         )
     per_benchmark = {
         name: summarize([s for s in samples if s["benchmark"] == name], k=config.num_samples) for name in benchmarks
     }
-    run_config = asdict(config)
+    run_config = asdict(recorded)
     results = {
-        "model": config.model,
+        "model": recorded.model,
         "backend": backend,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "num_samples": config.num_samples,
