@@ -270,7 +270,7 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
             args=EGRSDConfig(
                 **settings,
                 credit_method=credit_method,
-                teacher_model="live",
+                teacher_model_kind="live",
                 teacher_prompt_cache=args.teacher_prompt_cache,
                 teacher_skip_zero_advantage=not method.endswith(NOSKIP_SUFFIX),
             ),
