@@ -579,3 +579,46 @@ def test_a_flat_group_with_an_inexact_mean_gets_zero_advantage(tmp_path, tiny_mo
     assert output["advantages"][:8].tolist() == [0.0] * 8
     assert torch.equal(output["advantages"][8:], trl_advantages[8:])
     assert scored_rows == [8] and output["teacher_scored"].tolist() == [False] * 8 + [True] * 8
+
+
+def test_normalize_then_sum_zeroes_groups_in_which_every_reward_is_constant(
+    tmp_path, tiny_model_dir, tokenizer, arith_dataset
+):
+    """Each function constant in group 1 (1.0 and 0.3): its per-group-centred rewards are 0, so A is 0 up to float
+    dust; the reward-grounded methods make it exactly 0 and the teacher skips it. Group 2 varies."""
+
+    def correctness(completions, **kwargs):
+        return [1.0] * 4 + [0.1, 0.7, 0.2, 0.9]
+
+    def formatting(completions, **kwargs):
+        return [0.3] * 4 + [0.13, 0.3, 0.77, 0.05]
+
+    trainer = EGRSDTrainer(
+        model=tiny_model_dir,
+        reward_funcs=[correctness, formatting],
+        args=tiny_args(
+            tmp_path,
+            credit_method="egrsd",
+            multi_objective_aggregation="normalize_then_sum",
+            per_device_train_batch_size=8,
+            learning_rate=0.0,
+            max_steps=1,
+        ),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    outputs = []
+    generate = trainer._generate_and_score_completions
+
+    def recording_generate(inputs):
+        outputs.append(dict(generate(inputs)))
+        return outputs[-1]
+
+    trainer._generate_and_score_completions = recording_generate
+    trainer.train()
+    (output,) = outputs
+    trl_advantages = torch.tensor(list(trainer._logs["advantages"]))
+    assert (trl_advantages[:4] != 0).all() and (trl_advantages[:4].abs() < 1e-5).all()  # TRL's float dust
+    assert output["advantages"][:4].tolist() == [0.0] * 4
+    assert (output["advantages"][4:] != 0).all()
+    assert output["teacher_scored"].tolist() == [False] * 4 + [True] * 4
