@@ -61,10 +61,12 @@ testbed-frontier: install
 	$(PY) bench/testbed_frontier.py --seeds 0 1 2 --output-dir outputs/testbed-frontier
 
 # The same over training time: held-out accuracy and length from step 0 to 120 (a bench sized for <= 75 min on 2
-# cores, two runs at a time; docs/testbed.md gives the measured time).
+# cores, two runs at a time; docs/testbed.md gives the measured time). METHODS picks recipes and named variants
+# (bench/testbed_curves.py), e.g. `make testbed-curves METHODS="rlsd rlsd_published"`.
 .PHONY: testbed-curves
 testbed-curves: install
-	$(PY) bench/testbed_curves.py --seeds 0 1 2 --max-steps 120 --output-dir outputs/testbed-curves
+	$(PY) bench/testbed_curves.py --methods $(or $(METHODS),grpo opsd rlsd egrsd cl_egrsd) --seeds 0 1 2 \
+		--max-steps $(or $(STEPS),120) --output-dir $(or $(OUTPUT),outputs/testbed-curves)
 
 test: install
 	$(PY) -m pytest -m "not slow" -q
