@@ -21,6 +21,11 @@ A = 0), and every reward-grounded method also runs as `<method>_noskip` (`teache
 table then shows the teacher time and the step ratio to grpo with and without skipping the rollouts of flat groups.
 
     python bench/step_time.py --methods grpo egrsd cl_egrsd --flat-share 0.5 --repeats 8 --json flat.json
+
+With `--ema RATE` every teacher method also runs as `<method>_ema`: an EMA teacher (`teacher_model_kind: ema`,
+`teacher_update_rate` RATE, synced every step), a second copy of the weights updated after each optimizer step.
+
+    python bench/step_time.py --methods grpo egrsd --ema 0.05 --repeats 15
 """
 
 import argparse
@@ -52,6 +57,7 @@ VLLM_METHODS = ("grpo", "egrsd", "cl_egrsd")  # the default with --vllm; SDPOTra
 # The EGRSDTrainer methods that skip the teacher on rollouts with A = 0; with --flat-share each also runs unskipped.
 SKIPPING_METHODS = ("rlsd", "egrsd", "cl_egrsd")
 NOSKIP_SUFFIX = "_noskip"
+EMA_SUFFIX = "_ema"
 # The SDPO teacher reads the reference solution in the same words as EGRSD's default teacher template, so both
 # teachers score prompts of about the same length.
 SDPO_FEEDBACK_TEMPLATE = (
@@ -88,6 +94,9 @@ def parse_args(argv=None):
         metavar="F",
         help="make the toy reward constant inside this share of each batch's groups (0-1), and run every "
         f"{'/'.join(SKIPPING_METHODS)} method with and without skipping their rollouts",
+    )
+    parser.add_argument(
+        "--ema", type=float, default=None, metavar="RATE", help="also run each teacher method with an EMA teacher"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
@@ -159,13 +168,16 @@ def with_flat_groups(reward, share: float, group_size: int):
     return flat_group_reward
 
 
-def trainer_methods(methods: list[str], flat: bool) -> list[str]:
-    """The trainers to build: `methods`, and with flat groups each skipping method's unskipped twin after it."""
+def trainer_methods(methods: list[str], flat: bool, ema: bool = False) -> list[str]:
+    """The trainers to build: `methods`, and after each skipping method its unskipped twin (with flat groups) and
+    its EMA-teacher twin (with `--ema`)."""
     names = []
     for method in methods:
         names.append(method)
         if flat and method in SKIPPING_METHODS:
             names.append(method + NOSKIP_SUFFIX)
+        if ema and method in SKIPPING_METHODS:
+            names.append(method + EMA_SUFFIX)
     return names
 
 
@@ -263,14 +275,16 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
         from egrsd.configs import EGRSDConfig
         from egrsd.trainer import EGRSDTrainer
 
-        credit_method = method.removesuffix(NOSKIP_SUFFIX)
+        credit_method = method.removesuffix(NOSKIP_SUFFIX).removesuffix(EMA_SUFFIX)
+        ema = method.endswith(EMA_SUFFIX)
         trainer = EGRSDTrainer(
             model=model,
             reward_funcs=reward,
             args=EGRSDConfig(
                 **settings,
                 credit_method=credit_method,
-                teacher_model_kind="live",
+                teacher_model_kind="ema" if ema else "live",
+                teacher_update_rate=args.ema if ema else 0.05,
                 teacher_prompt_cache=args.teacher_prompt_cache,
                 teacher_skip_zero_advantage=not method.endswith(NOSKIP_SUFFIX),
             ),
@@ -446,7 +460,7 @@ def main(argv=None) -> dict:
     tokenizer = build_tokenizer()
     dataset = build_dataset(args.batch, args.seed)
     machine = machine_info(args.threads)
-    methods = trainer_methods(list(args.methods), flat=args.flat_share is not None)
+    methods = trainer_methods(list(args.methods), flat=args.flat_share is not None, ema=args.ema is not None)
     records: dict[str, list[dict]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as output_dir:
         trainers = {m: build_trainer(m, args, tokenizer, dataset, output_dir) for m in methods}
