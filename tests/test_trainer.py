@@ -16,7 +16,7 @@ def tiny_args(tmp_path, **overrides):
 
 @pytest.mark.parametrize(
     "method,teacher",
-    [("grpo", "live"), ("opsd", "live"), ("rlsd", "base"), ("egrsd", "live"), ("cl_egrsd", "base")],
+    [("grpo", "live"), ("opsd", "live"), ("rlsd", "base"), ("egrsd", "live"), ("cl_egrsd", "base"), ("egrsd", "ema")],
 )
 def test_two_steps_of_each_method_train(make_trainer, method, teacher):
     trainer = make_trainer(credit_method=method, teacher_model_kind=teacher)
