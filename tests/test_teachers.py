@@ -103,6 +103,25 @@ def test_a_resumed_ema_teacher_restarts_from_the_resumed_weights(tmp_path, tiny_
         torch.testing.assert_close(teacher[name], expected, rtol=0, atol=1e-7)
 
 
+def test_live_teacher_with_lora_is_the_adapted_model(make_trainer, tokenizer):
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    trainer = make_trainer(credit_method="egrsd", teacher_model_kind="live", peft_config=lora)
+    trainer.train()
+    assert len(logged(trainer, "loss")) == 2 and trainer.teacher.model is None
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    ids = torch.tensor([tokenizer("Compute 3+4.<think>7</think>").input_ids])
+    with torch.no_grad():
+        with trainer.teacher._forward_context():
+            teacher_logits = model(input_ids=ids).logits
+        adapted_logits = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base_logits = model(input_ids=ids).logits
+    torch.testing.assert_close(teacher_logits, adapted_logits)
+    assert not torch.allclose(teacher_logits, base_logits)
+
+
 def test_ema_teacher_with_lora_is_refused_naming_the_alternatives(make_trainer):
     from peft import LoraConfig
 
