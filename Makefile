@@ -127,6 +127,8 @@ train: install
 		-m egrsd.train --config $(RECIPE) $(ARGS)
 
 train-4b train-8b: train-%b:
+	@test -x $(GPU_VENV_BIN)/accelerate || { echo "error: $(GPU_VENV) has no accelerate (the GPU stack is not \
+	installed) — run \`make install-gpu\` first, or point GPU_VENV at the venv that has it" >&2; exit 2; }
 	$(GPU_VENV_BIN)/accelerate launch --config_file launch/accelerate/zero3.yaml --num_processes $(or $(NUM_PROCESSES),8) \
 		-m egrsd.train --config recipes/Qwen3-$*B/$(METHOD)/config.yaml $(VLLM_ARGS) $(ARGS)
 
