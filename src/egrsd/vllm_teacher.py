@@ -165,10 +165,12 @@ class VLLMTeacherScorer:
                 [TokensPrompt(prompt_token_ids=sequence) for sequence in sequences], params, use_tqdm=False
             )
         width = self.topk + 1  # per position: the actual token, then the top k by rank
-        for row, sequence, output in zip(rows, sequences, outputs):
+        for row, output in zip(rows, outputs):
             flat = output.prompt_logprobs
             start = len(prompt_ids[row])  # position i of the prompt log-probs scores token i given tokens < i
             first = flat.start_indices[start]
+            if flat.token_ids[first : first + lengths[row] * width : width] != ids[row][: lengths[row]]:
+                raise RuntimeError("vLLM's prompt log-probs are not aligned with the completion tokens")
             table = torch.tensor(flat.logprobs[first : first + lengths[row] * width], dtype=torch.float64)
             ranks = torch.tensor(flat.ranks[first : first + lengths[row] * width : width])
             table = table.view(lengths[row], width)
