@@ -260,29 +260,29 @@ class EGRSDConfig(GRPOConfig):
             return []
         if not self.use_vllm:
             return [
-                "teacher_backend=vllm scores the teacher in the vLLM rollout engine, but use_vllm is false — set "
+                "teacher_backend=vllm scores the teacher in the vLLM rollout engine, but use_vllm is false: set "
                 "use_vllm: true with vllm_mode: colocate, or use teacher_backend: trainer"
             ]
         if self.vllm_mode != "colocate":
             return [
                 f"teacher_backend=vllm supports vllm_mode=colocate only, got {self.vllm_mode!r} (scoring through a "
                 "server's prompt log-probs is not built: server-mode training needs CUDA, so it could not be tested "
-                "here) — use vllm_mode: colocate, or teacher_backend: trainer"
+                "here): use vllm_mode: colocate, or teacher_backend: trainer"
             ]
         if self.teacher_model_kind != "live":
             return [
                 f"teacher_backend=vllm scores with the weights the rollout engine holds (the live policy), not a "
-                f"{self.teacher_model_kind} teacher — use teacher_model_kind: live, or teacher_backend: trainer"
+                f"{self.teacher_model_kind} teacher: use teacher_model_kind: live, or teacher_backend: trainer"
             ]
         if self.vllm_enable_sleep_mode:
             return [
-                "teacher_backend=vllm with vllm_enable_sleep_mode: the engine drops its weights after generating, "
-                "before the teacher scores — turn vllm_enable_sleep_mode off, or use teacher_backend: trainer"
+                "teacher_backend=vllm with vllm_enable_sleep_mode (the engine drops its weights after generating, "
+                "before the teacher scores): turn vllm_enable_sleep_mode off, or use teacher_backend: trainer"
             ]
         if self.vllm_tensor_parallel_size != 1:
             return [
                 f"teacher_backend=vllm supports vllm_tensor_parallel_size=1 only (got "
-                f"{self.vllm_tensor_parallel_size}) — use 1, or teacher_backend: trainer"
+                f"{self.vllm_tensor_parallel_size}): use 1, or teacher_backend: trainer"
             ]
         return []
 
