@@ -83,11 +83,16 @@ def scorer_probe(model_dir: str, output: str) -> None:
         )
         # The exact bounds from full log-probs: what the scorer's top k should give (checks the parsing too).
         logits = model(torch.tensor([prompts[0] + completion_ids[0].tolist()])).logits[0, len(prompts[0]) - 1 : -1]
-        full = torch.log_softmax(logits.float() / temperature, -1).sort(-1, descending=True).values
+        log_probs = torch.log_softmax(logits.float() / temperature, -1)
+        actual = log_probs.gather(-1, completion_ids[0, : lengths[0]].unsqueeze(-1)).squeeze(-1)
+        rank = (log_probs > actual.unsqueeze(-1)).sum(-1) + 1
+        full = log_probs.sort(-1, descending=True).values
         for k in (vocab_size, *SMALL_KS):
             scorer = VLLMTeacherScorer(llm, k)
             logps, entropy = scorer.score(prompts, completion_ids, mask, temperature)
-            lower, upper = topk_entropy(full[:, :k], torch.full((full.size(0),), -float("inf")), vocab_size)
+            # The actual token is known too where it is outside the top k.
+            outside = torch.where(rank > k, actual, torch.full_like(actual, -float("inf")))
+            lower, upper = topk_entropy(full[:, :k], outside, vocab_size)
             results["runs"].append(
                 {
                     "temperature": temperature,
