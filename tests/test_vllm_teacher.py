@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, ROOT, TESTS, digit_reward, tiny_model_shape, tiny_training_settings
+from helpers import FIXTURES, ROOT, TESTS, tiny_model_shape, tiny_training_settings
 
 
 pytestmark = pytest.mark.vllm
@@ -147,6 +147,11 @@ def test_with_k_below_the_vocabulary_the_entropy_is_inside_its_bounds(scorer_res
 # (b) Training with the teacher in the colocated engine
 
 
+def checksum_reward(completions, **kwargs):
+    """A reward that differs between a random model's rollouts (a checksum of the text), so groups are not flat."""
+    return [float(sum(map(ord, completion[0]["content"])) % 7) for completion in completions]
+
+
 def training_probe(model_dir: str, output_dir: str, topk: int) -> None:
     """Two egrsd steps with teacher_backend vllm at learning rate 1e-2 (the weights move between the steps); at each
     teacher pass the trainer path scores the same rows too, and the differences are written."""
@@ -166,7 +171,7 @@ def training_probe(model_dir: str, output_dir: str, topk: int) -> None:
     )
     trainer = EGRSDTrainer(
         model=model_dir,
-        reward_funcs=digit_reward,
+        reward_funcs=checksum_reward,
         args=EGRSDConfig(**settings),
         train_dataset=load_dataset("json", data_files=str(FIXTURES / "arith_tiny.jsonl"), split="train"),
         processing_class=AutoTokenizer.from_pretrained(model_dir),
