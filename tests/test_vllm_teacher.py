@@ -243,3 +243,32 @@ def test_check_accepts_the_vllm_teacher_with_colocate_and_refuses_server_mode(ca
     with pytest.raises(UserError) as raised:
         run_check(make_parser(), [*colocate, "--teacher_model_kind", "ema", "--check"])
     assert "teacher_model_kind: live, or teacher_backend: trainer" in str(raised.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# (c) ZeRO-3 on 2 CPU ranks, each rank's engine scoring its own rows
+
+
+def test_zero3_on_two_ranks_with_the_teacher_in_each_ranks_engine(tmp_path):
+    from helpers import console_script, run_command
+
+    output_dir = tmp_path / "run"
+    command = [console_script("accelerate"), "launch", "--config_file", "launch/accelerate/cpu_zero3.yaml"]
+    command += ["-m", "egrsd.train", "--config", "recipes/tiny/egrsd/config.yaml", "--output_dir", str(output_dir)]
+    command += ["--use_vllm", "true", "--vllm_mode", "colocate", "--teacher_backend", "vllm", "--max_steps", "2"]
+    command += ["--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "32"]
+    command += ["--disable_tqdm", "true"]
+    result = run_command(command, timeout=900, VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    # Both ranks ran a teacher pass per step (each its own engine; the trainer's ZeRO-3 row padding is kept).
+    assert "[rank 0] finished 2 steps; teacher scoring passes: 2" in output
+    assert "[rank 1] finished 2 steps; teacher scoring passes: 2" in output
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    steps = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2]
+    for entry in steps:
+        assert 0.2 <= entry["credit/gate_mean"] <= 1.0, entry
+        # Top 20 of the testbed's 103 symbols: the trained base puts nearly all its mass there.
+        assert 0 <= entry["teacher/vllm_tail_mass"] < 0.01, entry
+        assert entry["teacher/vllm_entropy_gap"] >= 0, entry
