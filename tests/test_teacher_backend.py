@@ -71,6 +71,13 @@ def test_the_truth_lies_between_the_bounds_on_many_distributions():
             assert (lower >= one_outcome - 1e-12).all()
 
 
+def test_impossible_tokens_add_nothing():
+    # A -inf log-prob in the top k (a masked logit) and a k-th probability of 0: finite, and the known entropy.
+    topk = torch.tensor([[math.log(0.5), math.log(0.5), -math.inf]], dtype=torch.float64)
+    lower, upper = topk_entropy(topk, torch.tensor([NO_EXTRA], dtype=torch.float64), vocab_size=10)
+    assert float(lower) == pytest.approx(math.log(2)) and float(upper) == pytest.approx(math.log(2))
+
+
 def test_teacher_backend_defaults_to_the_trainer(tmp_path):
     config = EGRSDConfig(output_dir=str(tmp_path), use_cpu=True)
     assert config.teacher_backend == "trainer" and config.teacher_logprobs_topk == 20

@@ -55,12 +55,14 @@ def topk_entropy(
     k = topk_logps.size(-1)
     topk_probs = topk_logps.exp()
     extra_probs = extra_logps.exp()
-    known_entropy = -(topk_probs * topk_logps).sum(-1) - torch.where(
-        extra_probs > 0, extra_probs * extra_logps, torch.zeros_like(extra_probs)
+    # p log p is 0 at p = 0 (a -inf log-prob, or one that underflows).
+    known_entropy = -torch.where(topk_probs > 0, topk_probs * topk_logps, 0.0).sum(-1) - torch.where(
+        extra_probs > 0, extra_probs * extra_logps, 0.0
     )
     unknown = (vocab_size - k - (extra_probs > 0).long()).clamp(min=0)
     tail_mass = (1.0 - topk_probs.sum(-1) - extra_probs).clamp(min=0.0)
-    tail_mass = torch.where(unknown > 0, tail_mass, torch.zeros_like(tail_mass))
+    # No unknown token, or none that can hold mass (the k-th is already 0): what remains is rounding.
+    tail_mass = torch.where((unknown > 0) & (topk_probs[:, -1] > 0), tail_mass, torch.zeros_like(tail_mass))
     has_tail = tail_mass > 0
     safe_mass = torch.where(has_tail, tail_mass, torch.ones_like(tail_mass))
     largest_unknown = torch.minimum(safe_mass, topk_probs[:, -1])
