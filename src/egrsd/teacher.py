@@ -2,7 +2,9 @@
 
 It owns which weights score (`teacher_model_kind`: the live policy, the initial weights, or an EMA of the policy kept
 in step by TRL's `SyncRefModelCallback`), the privileged context of each rollout (`teacher_context`), the teacher
-prompts and their truncation, the scoring pass with its ZeRO-3 row padding, and the batch's H_ref. The trainer asks
+prompts and their truncation, the scoring pass with its ZeRO-3 row padding (a no-grad forward of the training
+model, or with `teacher_backend: vllm` the colocated rollout engine's prompt log-probs, `egrsd.vllm_teacher`), and
+the batch's H_ref. The trainer asks
 it for scores; the math that turns them into credit is `egrsd.credit`'s.
 """
 
