@@ -4,8 +4,7 @@ It owns which weights score (`teacher_model_kind`: the live policy, the initial 
 in step by TRL's `SyncRefModelCallback`), the privileged context of each rollout (`teacher_context`), the teacher
 prompts and their truncation, the scoring pass with its ZeRO-3 row padding (a no-grad forward of the training
 model, or with `teacher_backend: vllm` the colocated rollout engine's prompt log-probs, `egrsd.vllm_teacher`), and
-the batch's H_ref. The trainer asks
-it for scores; the math that turns them into credit is `egrsd.credit`'s.
+the batch's H_ref. The trainer asks it for scores; the math that turns them into credit is `egrsd.credit`'s.
 """
 
 import contextlib
