@@ -45,6 +45,8 @@ METHOD_KEYS = (
     "remove_thinking_from_demonstration",
     "teacher_chat_template_kwargs",
     "teacher_template",
+    "teacher_backend",
+    "teacher_logprobs_topk",
 )
 
 

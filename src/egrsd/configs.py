@@ -14,6 +14,7 @@ from .teacher_prompts import TEACHER_CONTEXTS, template_context_problems
 logger = logging.get_logger(__name__)
 
 TEACHER_MODEL_KINDS = ("live", "base", "ema")
+TEACHER_BACKENDS = ("trainer", "vllm")
 _CREDIT_DEFAULTS = CreditConfig()
 
 
@@ -79,6 +80,14 @@ class EGRSDConfig(GRPOConfig):
             zero credit whatever the teacher says); every rank still runs the same number of teacher forwards. opsd
             scores every rollout whatever this says (no reward); grpo has no teacher. `teacher/rows_scored_frac` logs
             the share scored.
+        teacher_backend (`str`, defaults to `"trainer"`):
+            What runs the teacher's scoring pass: "trainer", a no-grad forward of the training model (exact
+            entropies); "vllm", the colocated vLLM rollout engine's prompt log-probs (a live teacher with
+            `use_vllm` in colocate mode; the sampled token's log-prob exact, the entropy from the top
+            `teacher_logprobs_topk` log-probs and a lower bound for the rest, see docs/teacher-vllm.md).
+        teacher_logprobs_topk (`int`, defaults to `20`):
+            teacher_backend vllm: how many of each position's most likely tokens vLLM returns for the entropy (the
+            engine's `max_logprobs` is raised to it); at least the vocabulary size makes the entropy exact.
     """
 
     credit_method: str = field(default="egrsd", metadata={"help": f"One of {CREDIT_METHODS}."})
@@ -166,6 +175,18 @@ class EGRSDConfig(GRPOConfig):
         },
     )
 
+    teacher_backend: str = field(
+        default="trainer",
+        metadata={
+            "help": f"One of {TEACHER_BACKENDS}: the training model's no-grad forward, or the colocated vLLM engine's "
+            "prompt log-probs (live teacher, use_vllm, vllm_mode colocate)."
+        },
+    )
+    teacher_logprobs_topk: int = field(
+        default=20,
+        metadata={"help": "teacher_backend vllm: top-k log-probs per position behind the teacher's entropy."},
+    )
+
     def __post_init__(self):
         problems = []
         if self.credit_method not in CREDIT_METHODS:
@@ -212,6 +233,7 @@ class EGRSDConfig(GRPOConfig):
             )
         if self.teacher_chunk_size is not None and self.teacher_chunk_size < 1:
             problems.append(f"teacher_chunk_size must be a positive integer, got {self.teacher_chunk_size}")
+        problems += self._teacher_backend_problems()
         try:
             self.credit_config  # noqa: B018 - validates the credit fields
         except ValueError as error:
@@ -227,6 +249,42 @@ class EGRSDConfig(GRPOConfig):
                     f"completion pass builds attention masks of about {mask_gib:.1f} GiB per row batch (and keeps "
                     "every layer's keys and values). Set teacher_prompt_cache: false for long rollouts."
                 )
+
+    def _teacher_backend_problems(self) -> list[str]:
+        """teacher_backend vllm scores with the live weights the colocated engine holds: what that needs."""
+        if self.teacher_backend not in TEACHER_BACKENDS:
+            return [f"teacher_backend must be one of {TEACHER_BACKENDS}, got {self.teacher_backend!r}"]
+        if self.teacher_logprobs_topk < 1:
+            return [f"teacher_logprobs_topk must be a positive integer, got {self.teacher_logprobs_topk}"]
+        if self.teacher_backend != "vllm" or not self.needs_teacher:
+            return []
+        if not self.use_vllm:
+            return [
+                "teacher_backend=vllm scores the teacher in the vLLM rollout engine, but use_vllm is false: set "
+                "use_vllm: true with vllm_mode: colocate, or use teacher_backend: trainer"
+            ]
+        if self.vllm_mode != "colocate":
+            return [
+                f"teacher_backend=vllm supports vllm_mode=colocate only, got {self.vllm_mode!r} (scoring through a "
+                "server's prompt log-probs is not built: server-mode training needs CUDA, so it could not be tested "
+                "here): use vllm_mode: colocate, or teacher_backend: trainer"
+            ]
+        if self.teacher_model_kind != "live":
+            return [
+                f"teacher_backend=vllm scores with the weights the rollout engine holds (the live policy), not a "
+                f"{self.teacher_model_kind} teacher: use teacher_model_kind: live, or teacher_backend: trainer"
+            ]
+        if self.vllm_enable_sleep_mode:
+            return [
+                "teacher_backend=vllm with vllm_enable_sleep_mode (the engine drops its weights after generating, "
+                "before the teacher scores): turn vllm_enable_sleep_mode off, or use teacher_backend: trainer"
+            ]
+        if self.vllm_tensor_parallel_size != 1:
+            return [
+                f"teacher_backend=vllm supports vllm_tensor_parallel_size=1 only (got "
+                f"{self.vllm_tensor_parallel_size}): use 1, or teacher_backend: trainer"
+            ]
+        return []
 
     @property
     def credit_config(self) -> CreditConfig:

@@ -2,8 +2,9 @@
 
 It owns which weights score (`teacher_model_kind`: the live policy, the initial weights, or an EMA of the policy kept
 in step by TRL's `SyncRefModelCallback`), the privileged context of each rollout (`teacher_context`), the teacher
-prompts and their truncation, the scoring pass with its ZeRO-3 row padding, and the batch's H_ref. The trainer asks
-it for scores; the math that turns them into credit is `egrsd.credit`'s.
+prompts and their truncation, the scoring pass with its ZeRO-3 row padding (a no-grad forward of the training
+model, or with `teacher_backend: vllm` the colocated rollout engine's prompt log-probs, `egrsd.vllm_teacher`), and
+the batch's H_ref. The trainer asks it for scores; the math that turns them into credit is `egrsd.credit`'s.
 """
 
 import contextlib
@@ -77,6 +78,7 @@ class Teacher:
             self.args.max_completion_length,
             getattr(text_config, "max_position_embeddings", None),
         )
+        self.vllm_scorer = self._vllm_scorer() if self.args.teacher_backend == "vllm" else None
         self.user_turn = self._chat_user_turn()
         self.chat_template_kwargs = (
             trainer.chat_template_kwargs
@@ -130,6 +132,22 @@ class Teacher:
             adapter = REFERENCE_ADAPTER if REFERENCE_ADAPTER in peft_model.peft_config else None
             stack.enter_context(use_adapter(peft_model, adapter_name=adapter))
         return stack
+
+    def _vllm_scorer(self):
+        """teacher_backend vllm: the colocated rollout engine scores (egrsd.vllm_teacher); the teacher prompt limit
+        leaves vLLM room for the one token it generates after a prompt (it refuses a prompt of max_model_len)."""
+        from .vllm_teacher import VLLMTeacherScorer
+
+        scorer = VLLMTeacherScorer(self.trainer.vllm_generation.llm, self.args.teacher_logprobs_topk)
+        limit = scorer.max_model_len - self.args.max_completion_length - 1
+        if limit < 1:
+            raise UserError(
+                f"teacher_backend=vllm: the vLLM engine's max_model_len ({scorer.max_model_len}) leaves no room for a "
+                f"teacher prompt before max_completion_length={self.args.max_completion_length} completion tokens",
+                "raise vllm_max_model_length, or lower max_completion_length",
+            )
+        self.prompt_limit = limit if self.prompt_limit is None else min(self.prompt_limit, limit)
+        return scorer
 
     # --------------------------------------------------------------------------------------------------------------
     # Privileged context and prompts
@@ -254,6 +272,8 @@ class Teacher:
         model = self.model if self.model is not None else trainer.model
         self.scoring_passes += 1
         prompt_ids = self.prompt_ids(inputs, contexts)
+        if self.vllm_scorer is not None:
+            return self._score_in_vllm(prompt_ids, completion_ids, completion_mask, mode)
         # The teacher scores without dropout (TRL's `disable_dropout` is off by default); the live model's mode is
         # restored for the loss pass.
         was_training = model.training
@@ -274,6 +294,19 @@ class Teacher:
                 )
         finally:
             model.train(was_training)
+
+    def _score_in_vllm(self, prompt_ids, completion_ids, completion_mask, mode: str):
+        """teacher_backend vllm: the rollout engine's prompt log-probs, at TRL's temperature; logs the share of
+        probability outside the top k and the width of the entropy's bounds, over the scored tokens of all ranks."""
+        trainer = self.trainer
+        logps, entropy = self.vllm_scorer.score(prompt_ids, completion_ids, completion_mask, trainer.temperature)
+        stats = self.vllm_scorer.last_stats
+        local = [stats["positions"], stats["tail_mass_sum"], stats["entropy_gap_sum"]]
+        total = trainer.accelerator.gather(torch.tensor([local], device=trainer.accelerator.device)).sum(0)
+        if float(total[0]) > 0:
+            trainer._metrics[mode]["teacher/vllm_tail_mass"].append(float(total[1] / total[0]))
+            trainer._metrics[mode]["teacher/vllm_entropy_gap"].append(float(total[2] / total[0]))
+        return logps, entropy
 
     def score_rows(
         self,

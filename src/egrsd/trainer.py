@@ -22,6 +22,7 @@ from .credit_pages.callback import CreditRecordCallback
 from .reward_checks import checked_rewards
 from .teacher import Teacher, initial_weights_source
 from .teacher_prompts import required_columns
+from .vllm_teacher import engine_max_logprobs
 
 
 class EGRSDTrainer(GRPOTrainer):
@@ -46,7 +47,9 @@ class EGRSDTrainer(GRPOTrainer):
         if args.use_vllm:
             _prepare_vllm(args)
         reward_funcs = checked_rewards(reward_funcs)  # their return values checked, their NaNs counted
-        super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        teacher_in_vllm = args.needs_teacher and args.teacher_backend == "vllm"
+        with engine_max_logprobs(args.teacher_logprobs_topk if teacher_in_vllm else None):
+            super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         if args.use_vllm:
             from .vllm_compat import use_cpu_weight_sync
 
