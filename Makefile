@@ -82,15 +82,11 @@ testbed-curves: install
 test: install
 	$(PY) -m pytest -m "not slow and not slurm" -q
 
-# Slurm for real: installs Debian's Slurm and munge (as root, or via sudo), starts a one-node cluster on this
-# machine and submits launch/slurm/train.slurm with a tiny CPU recipe (docs/slurm.md).
+# launch/slurm/train.slurm under real Slurm: installs Slurm and munge from Debian's packages when missing (root),
+# starts a two-node cluster on this machine and trains the tiny recipe through the script (docs/slurm.md).
 test-slurm: install
-	bash tests/slurm/local_cluster.sh install
-	EGRSD_REQUIRE_SLURM=1 $(PY) -m pytest -m slurm -q -rs
-
-# The tests marked `vllm` in .venv-vllm; EGRSD_REQUIRE_VLLM=1 makes a missing vLLM a failure, not a skip.
-test-vllm: install-vllm
-	EGRSD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm -q -rs
+	bash tests/slurm/install_slurm.sh
+	EGRSD_REQUIRE_SLURM=1 $(PY) -m pytest -m slurm -q -rs tests/test_slurm.py
 
 test-slow: install
 	$(PY) -m pytest -m "slow and not slurm" -q
