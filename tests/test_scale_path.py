@@ -72,8 +72,11 @@ def test_zero3_colocated_vllm_egrsd_checkpoint_and_resume_on_two_cpu_ranks(tmp_p
     first_records, resumed_records = rank_records(tmp_path / "first"), rank_records(tmp_path / "resumed")
     assert [[r["step"] for r in records] for records in first_records] == [[1, 2], [1, 2]]
     assert [[r["step"] for r in records] for records in resumed_records] == [[3], [3]]
+    # Each rank's own closing line (egrsd-train prints one per rank) agrees with its records.
     for rank in (0, 1):
-        assert f"[rank {rank}] finished 2 steps" in first and f"[rank {rank}] finished 3 steps" in resumed
+        for output, steps, records in ((first, 2, first_records), (resumed, 3, resumed_records)):
+            passes = records[rank][-1]["teacher_scoring_passes"]
+            assert f"[rank {rank}] finished {steps} steps; teacher scoring passes: {passes};" in output
 
     # Every rank's engine sampled from the trainer's current weights at every step: its own rollouts' log-probs
     # under vLLM match the trainer's. TRL syncs before every step's rollouts, gathering the ZeRO-3 shards of both
@@ -90,7 +93,10 @@ def test_zero3_colocated_vllm_egrsd_checkpoint_and_resume_on_two_cpu_ranks(tmp_p
         rank0, rank1 = step_records
         assert rank0["teacher_scoring_passes"] == rank1["teacher_scoring_passes"], step_records
         assert rank0["teacher_forwards"] == rank1["teacher_forwards"], step_records
-    assert first_records[0][-1]["teacher_forwards"] > 0
+        # With the prompt cache, a pass of at most a row batch (8 rows) is 2 forwards: prompts, then completions.
+        assert rank0["teacher_forwards"] == 2 * rank0["teacher_scoring_passes"], step_records
+    # Step 1 scores every rollout of both ranks (no flat group in that batch), so the teacher surely ran.
+    assert [records[0]["teacher_rows_scored"] for records in first_records] == [8, 8]
 
     # The logged history: steps 1 and 2 from the first run, kept by the checkpoint, then step 3, none repeated or lost.
     history = logged_steps(output_dir / "trainer_state.json")
