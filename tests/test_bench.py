@@ -50,6 +50,20 @@ def test_step_time_with_flat_groups_compares_skipping(capsys, monkeypatch):
     assert "'1.5' is not a share" in capsys.readouterr().err
 
 
+def test_step_time_teacher_backends_name_their_trainers(capsys):
+    step_time = load_bench("step_time")
+    both = step_time.trainer_methods(["grpo", "egrsd"], flat=False, teacher_backends=("trainer", "vllm"))
+    assert both == ["grpo", "egrsd", "egrsd_vllm_teacher"]
+    assert step_time.trainer_methods(["grpo", "egrsd"], flat=False, teacher_backends=("vllm",)) == [
+        "grpo",
+        "egrsd_vllm_teacher",
+    ]
+    with pytest.raises(SystemExit) as error:
+        step_time.parse_args(["--teacher-backend", "vllm"])
+    assert error.value.code == 2
+    assert "add --vllm" in capsys.readouterr().err
+
+
 def test_teacher_memory_writes_rows(tmp_path):
     teacher_memory = load_bench("teacher_memory")
     path = tmp_path / "teacher_memory.json"

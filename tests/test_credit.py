@@ -276,13 +276,88 @@ def test_a_batch_without_scored_rows_has_zero_credit_and_nan_teacher_stats():
     assert teacher_stats and all(math.isnan(value) for value in teacher_stats.values())
 
 
-def test_skipping_a_row_whose_credit_needs_the_teacher_is_an_error():
-    zeros, ones = torch.zeros(2, 3), torch.ones(2, 3)
+def test_unscored_rows_keep_the_credit_without_a_teacher():
+    """A row the teacher does not weight (no demonstration, say) keeps A under the reward-grounded methods and gets
+    0 under opsd, whatever its teacher inputs hold."""
+    advantages = torch.tensor([0.5, -1.5])
+    student, teacher = torch.full((2, 3), -2.0), torch.full((2, 3), -1.0)
+    entropy, mask = torch.full((2, 3), 0.7), torch.ones(2, 3)
     first_only = torch.tensor([True, False])
-    with pytest.raises(ValueError, match="a row without teacher scores has A != 0"):
-        compute_credit("egrsd", torch.tensor([0.0, 1.0]), zeros, zeros, zeros, ones, scored=first_only)
-    with pytest.raises(ValueError, match="'opsd' needs the teacher's scores of every row"):
-        compute_credit("opsd", torch.zeros(2), zeros, zeros, None, ones, scored=first_only)
+    for method in ("rlsd", "egrsd", "cl_egrsd"):
+        credit = compute_credit(method, advantages, student, teacher, entropy, mask, scored=first_only)
+        close(credit.advantages[1], [-1.5, -1.5, -1.5])
+        assert not torch.equal(credit.advantages[0], torch.full((3,), 0.5))  # the scored row is weighted
+    credit = compute_credit("opsd", advantages, student, teacher, None, mask, scored=first_only)
+    close(credit.advantages, [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+
+
+def test_rlsd_as_published_mixes_the_clipped_weight_with_lambda():
+    """Ahat = A * ((1 - lambda) + lambda * clip(exp(sign(A) * Delta), 1 - eps, 1 + eps)), eps = 0.2, lambda = 0.5."""
+    config = CreditConfig(ratio_clip_low=0.8, ratio_clip_high=1.2, rlsd_lambda=0.5)
+    advantages = torch.tensor([1.0, -2.0])
+    delta = torch.log(torch.tensor([[1.1, 4.0, 0.25], [2.0, 0.9, 1.0]]))
+    student = torch.full((2, 3), -3.0)
+    ahat, _ = token_advantages("rlsd", advantages, student, student + delta, None, torch.ones(2, 3), config)
+    # A > 0: w = clip(exp(Delta)) = [1.1, 1.2, 0.8]; A < 0: w = clip(exp(-Delta)) = [0.8, 1/0.9, 1.0]
+    expected = [
+        [0.5 + 0.5 * 1.1, 0.5 + 0.5 * 1.2, 0.5 + 0.5 * 0.8],
+        [-2 * (0.5 + 0.5 * 0.8), -2 * (0.5 + 0.5 / 0.9), -2.0],
+    ]
+    close(ahat, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["rlsd", "egrsd", "cl_egrsd"])
+@pytest.mark.parametrize("normalization", ["none", "sequence_mean"])
+def test_lambda_zero_is_grpo_and_lambda_one_is_the_unmixed_credit_bit_for_bit(method, normalization):
+    advantages, student, teacher, entropy, mask = random_batch(seed=3)
+    grpo, _ = token_advantages("grpo", advantages, None, None, None, mask)
+    mixed_out, _ = token_advantages(
+        method,
+        advantages,
+        student,
+        teacher,
+        entropy,
+        mask,
+        CreditConfig(rlsd_lambda=0.0, credit_normalization=normalization),
+    )
+    assert torch.equal(mixed_out, grpo)
+    unmixed = compute_credit(
+        method, advantages, student, teacher, entropy, mask, CreditConfig(credit_normalization=normalization)
+    )
+    expected = advantages.unsqueeze(1) * (unmixed.ratio if unmixed.gate is None else unmixed.ratio * unmixed.gate)
+    if normalization == "none":  # the weight itself, not re-derived: lambda = 1 is exactly A * m * g
+        assert torch.equal(unmixed.advantages, expected * mask)
+    full, _ = token_advantages(
+        method,
+        advantages,
+        student,
+        teacher,
+        entropy,
+        mask,
+        CreditConfig(rlsd_lambda=1.0, credit_normalization=normalization),
+    )
+    assert torch.equal(full, unmixed.advantages)
+
+
+def test_lambda_mixes_the_gated_weight_as_a_whole():
+    config = CreditConfig(gate_floor=0.2, entropy_ref=2.0, rlsd_lambda=0.25)
+    advantages = torch.tensor([2.0])
+    student = torch.zeros(1, 2) - 1.0
+    teacher = student + torch.log(torch.tensor([[1.5, 1.0]]))  # m = [1.5, 1]
+    entropy = torch.tensor([[1.0, 4.0]])  # g = [0.2 + 0.8 * 0.5, 0.2] = [0.6, 0.2]
+    ahat, _ = token_advantages("egrsd", advantages, student, teacher, entropy, torch.ones(1, 2), config)
+    close(ahat, [[2 * (0.75 + 0.25 * 1.5 * 0.6), 2 * (0.75 + 0.25 * 1.0 * 0.2)]], atol=1e-5)
+
+
+def test_negative_only_weights_only_penalised_rollouts():
+    config = CreditConfig(rlsd_negative_only=True)
+    advantages = torch.tensor([1.0, -1.0])
+    student = torch.full((2, 2), -2.0)
+    teacher = student + math.log(1.5)
+    ahat, stats = token_advantages("rlsd", advantages, student, teacher, None, torch.ones(2, 2), config)
+    close(ahat, [[1.0, 1.0], [-1 / 1.5, -1 / 1.5]], atol=1e-6)  # A > 0 keeps A; A < 0: exp(-Delta)
+    with pytest.raises(ValueError, match="rlsd_lambda must be in"):
+        CreditConfig(rlsd_lambda=1.5)
 
 
 def test_flat_group_rows():

@@ -138,3 +138,17 @@ def test_per_token_credit_reaches_its_rows_after_trl_shuffle(make_trainer, mode,
         source = rows[row_key(micro, row)]
         assert torch.equal(micro["teacher_logps"][row], batch["teacher_logps"][source])
         torch.testing.assert_close(micro["advantages"][row], expected[source], atol=1e-5, rtol=0)
+
+
+def test_cl_egrsd_at_lambda_0_is_trl_grpo_bit_for_bit(tmp_path, tiny_model_dir, tokenizer, arith_dataset):
+    """lambda = 0 leaves no teacher weight: Ahat = A, the run is TRL's GRPO (and no teacher pass is spent)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    common = (tiny_model_dir, arith_dataset, tokenizer)
+    ours, ours_losses = train(
+        EGRSDTrainer, EGRSDConfig, tmp_path / "ours", *common, credit_method="cl_egrsd", rlsd_lambda=0.0
+    )
+    reference, reference_losses = train(GRPOTrainer, GRPOConfig, tmp_path / "trl", *common)
+    assert [entry["credit/lambda"] for entry in ours.state.log_history if "loss" in entry] == [0.0, 0.0]
+    assert ours.teacher.scoring_passes == 0
+    assert_same_training(ours, ours_losses, reference, reference_losses)

@@ -127,6 +127,16 @@ def test_make_train_8b_launches_zero3_with_the_8b_egrsd_recipe():
     assert "recipes/Qwen3-8B/cl_egrsd/config.yaml --vllm_mode server --vllm_server_host node7" in server
 
 
+def test_make_train_8b_without_the_gpu_venv_is_one_line_naming_install_gpu(tmp_path):
+    result = subprocess.run(
+        ["make", "train-8b", f"GPU_VENV={tmp_path / 'missing'}"], cwd=ROOT, capture_output=True, text=True
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert "has no accelerate" in errors[0] and "run `make install-gpu` first" in errors[0]
+    assert "Error 127" not in result.stderr
+
+
 def accelerate_launch(config_file, recipe, output_dir, *overrides, timeout=900):
     command = [
         console_script("accelerate"),

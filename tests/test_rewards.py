@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from helpers import FIXTURES
 
 from egrsd.rewards import (
     REWARD_REGISTRY,
@@ -150,7 +151,7 @@ def test_accuracy_reward_logs_extracted_answers_and_timeouts():
     )
     assert scores == [1.0, 0.0]
     assert logged == {"extracted_answer": ["5", ""]}
-    assert metrics == {"grader/timeouts": 0.0}
+    assert metrics == {"grader/timeouts": 0.0, "grader/past_deadline": 0.0}
 
 
 # --- time bounds -----------------------------------------------------------------------------------------------------
@@ -487,3 +488,45 @@ def test_verdict_cache_is_bounded(monkeypatch):
     monkeypatch.setattr(verifier, "CACHE_SIZE", 3)
     grade_batch([boxed(f"\\frac{{{n}}}{{7}}") for n in range(10)], [f"{n + 100}/7" for n in range(10)])
     assert len(verifier._cache) <= 3
+
+
+# ------------------------------------------------------------------------------------------------- grading under load
+
+
+def test_a_batch_past_its_deadline_scores_the_rest_0_and_says_so(monkeypatch):
+    """Five answers of 1 s each with a 2.5 s allowance: two are graded, three score 0.0 as past the deadline, and the
+    call returns at the deadline instead of after 5 s (the worker still busy with them is replaced)."""
+    monkeypatch.setattr(verifier, "WORKER_SCRIPT", FIXTURES / "slow_grading_worker.py")
+    worker = GradingWorker(budget=5.0, kill_margin=1.0)
+    try:
+        worker.start()
+        worker._wait_ready()  # the deadline counts from the batch's send, not the worker's start-up
+        started = time.monotonic()
+        results = worker.grade([("sleep:1.0", "1")] * 5, allowance=2.5)
+        elapsed = time.monotonic() - started
+        assert results == [(1.0, "ok")] * 2 + [(0.0, "past_deadline")] * 3
+        assert 2.4 <= elapsed < 4.5
+        assert worker.grade([("quick", "1")]) == [(1.0, "ok")]  # a fresh worker grades the next batch
+    finally:
+        worker.close()
+
+
+def test_cut_short_verdicts_are_not_cached(monkeypatch):
+    """A verdict that timed out, was killed or ran past the deadline says nothing about the answer: graded again."""
+    verdicts = iter([[(0.0, "timeout"), (0.0, "killed"), (0.0, "past_deadline"), (0.0, "ok")], [(1.0, "ok")] * 3])
+    monkeypatch.setattr(verifier, "_grade_with_workers", lambda pairs: next(verdicts)[: len(pairs)])
+    pairs = [(f"\\frac{{{i}}}{{7}}", f"{i}/7") for i in range(1, 5)]  # not decided by the text checks
+    assert verifier.grade_pairs(pairs) == [(0.0, "timeout"), (0.0, "killed"), (0.0, "past_deadline"), (0.0, "ok")]
+    assert verifier.grade_pairs(pairs) == [(1.0, "ok")] * 3 + [(0.0, "cached")]
+
+
+def test_the_accuracy_reward_counts_answers_past_the_deadline(monkeypatch):
+    monkeypatch.setattr(
+        verifier, "_grade_with_workers", lambda pairs: [(0.0, "past_deadline")] * (len(pairs) - 1) + [(1.0, "ok")]
+    )
+    metrics = {}
+    completions = [[{"role": "assistant", "content": f"<think>x</think>\\boxed{{\\sqrt{{{i}}}}}"}] for i in (2, 3)]
+    scores = accuracy_reward(
+        completions, answer=["\\sqrt{5}", "\\sqrt{3}"], log_metric=lambda key, value: metrics.__setitem__(key, value)
+    )
+    assert scores == [0.0, 1.0] and metrics["grader/past_deadline"] == 1.0

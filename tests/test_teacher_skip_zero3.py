@@ -1,8 +1,10 @@
-"""Teacher skipping under DeepSpeed ZeRO-3 on 2 CPU processes: equal teacher forwards, one H_ref over both ranks."""
+"""Under DeepSpeed ZeRO-3 on 2 CPU processes: teacher skipping (equal teacher forwards, one H_ref over both ranks),
+and the base and EMA teachers."""
 
 import json
 import math
 
+import pytest
 from helpers import TESTS, console_script, run_command
 
 
@@ -48,3 +50,23 @@ def test_ranks_agree_on_teacher_forwards_and_h_ref_under_zero3(tmp_path):
     assert [entry["teacher/rows_scored_frac"] for entry in logged] == [0.5, 0.75]
     assert all(math.isfinite(entry["loss"]) for entry in logged)
     assert all(math.isfinite(entry["credit/gate_mean"]) for entry in logged)
+
+
+KINDS_WORKER = str(TESTS / "teacher_kinds_worker.py")
+
+
+@pytest.mark.parametrize("kind", [pytest.param("base", marks=pytest.mark.slow), "ema"])
+def test_base_and_ema_teachers_under_zero3(tmp_path, kind):
+    """ZeRO-3 on 2 CPU ranks, the teacher loaded again from the model's path: a base teacher stays the initial
+    weights; an EMA teacher at rate 1.0 is the student after every sync (TRL's callback gathers the shards)."""
+    command = [console_script("accelerate"), "launch", "--config_file", "launch/accelerate/cpu_zero3.yaml"]
+    result = run_command([*command, KINDS_WORKER, str(tmp_path), kind], timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    for r in ranks:
+        assert r["steps"] == 2 and len(r["losses"]) == 2 and all(math.isfinite(loss) for loss in r["losses"])
+        assert r["student_vs_initial"] > 1e-4  # the student trained
+        if kind == "base":
+            assert r["teacher_vs_initial"] == 0.0 and r["syncs"] == 0
+        else:
+            assert r["teacher_vs_student"] == 0.0 and r["syncs"] == 2

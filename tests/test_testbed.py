@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import tiny_model_shape
 
-from egrsd.teacher import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
+from egrsd.teacher_prompts import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
 from egrsd.testbed import arithmetic
 from egrsd.testbed.base import (
     BaseSettings,

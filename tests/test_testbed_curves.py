@@ -20,7 +20,7 @@ def test_eval_logs_rewards_and_lengths_without_the_teacher(tmp_path, tiny_model_
         processing_class=tokenizer,
     )
     metrics = trainer.evaluate()
-    assert trainer.teacher_scoring_passes == 0
+    assert trainer.teacher.scoring_passes == 0
     assert metrics["eval_completions/mean_length"] > 0 and "eval_rewards/digit_reward/mean" in metrics
     assert not [key for key in metrics if key.startswith(("eval_credit/", "eval_teacher/"))]
 

@@ -6,7 +6,7 @@ from helpers import digit_reward, tiny_training_settings
 
 from egrsd.configs import EGRSDConfig
 from egrsd.credit import compute_credit, with_entropy_ref
-from egrsd.teacher import DEFAULT_TEACHER_TEMPLATE
+from egrsd.teacher_prompts import DEFAULT_TEACHER_TEMPLATE
 from egrsd.trainer import EGRSDTrainer
 
 
@@ -16,10 +16,10 @@ def tiny_args(tmp_path, **overrides):
 
 @pytest.mark.parametrize(
     "method,teacher",
-    [("grpo", "live"), ("opsd", "live"), ("rlsd", "frozen"), ("egrsd", "live"), ("cl_egrsd", "frozen")],
+    [("grpo", "live"), ("opsd", "live"), ("rlsd", "base"), ("egrsd", "live"), ("cl_egrsd", "base"), ("egrsd", "ema")],
 )
 def test_two_steps_of_each_method_train(make_trainer, method, teacher):
-    trainer = make_trainer(credit_method=method, teacher_model=teacher)
+    trainer = make_trainer(credit_method=method, teacher_model_kind=teacher)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -36,16 +36,16 @@ def test_two_steps_of_each_method_train(make_trainer, method, teacher):
         assert logged["teacher/rows_scored_frac"] == 1.0
     if method in ("egrsd", "cl_egrsd"):
         assert 0.2 <= logged["credit/gate_mean"] <= 1.0 and logged["credit/entropy_mean"] > 0
-    if teacher == "frozen":
-        assert trainer.teacher is not None and trainer.teacher is not trainer.model
-        teacher_params = dict(trainer.teacher.named_parameters())
+    if teacher == "base":
+        assert trainer.teacher.model is not None and trainer.teacher.model is not trainer.model
+        teacher_params = dict(trainer.teacher.model.named_parameters())
         assert all(torch.equal(before[name], teacher_params[name]) for name in before)
 
 
 def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(make_trainer, tokenizer, monkeypatch):
     """The teacher scores each rollout's own completion ids after the chat template of problem + privileged context;
     with learning rate 0 (weights fixed) the deferred credit equals one computed from a separate student pass."""
-    import egrsd.trainer as trainer_module
+    import egrsd.teacher as trainer_module
 
     calls = []
     original_score = trainer_module.score_tokens
@@ -109,7 +109,7 @@ def test_credit_uses_rollout_logps_and_teacher_sees_prompt_plus_completion(make_
 
 def test_teacher_prompt_cache_scores_as_the_single_pass(make_trainer, tmp_path, monkeypatch):
     """Same seed and weights: the teacher's scores of the same rollouts with and without the prompt cache agree."""
-    import egrsd.trainer as trainer_module
+    import egrsd.teacher as trainer_module
 
     shared = []
     original_score = trainer_module.score_tokens
@@ -156,8 +156,10 @@ def test_teacher_method_without_solution_column_fails_at_construction(make_train
 def test_invalid_config_values_are_named(tmp_path):
     with pytest.raises(ValueError, match="credit_method must be one of"):
         tiny_args(tmp_path, credit_method="egrsd2")
-    with pytest.raises(ValueError, match="teacher_model must be one of"):
-        tiny_args(tmp_path, teacher_model="ema")
+    with pytest.raises(ValueError, match="teacher_model_kind must be one of"):
+        tiny_args(tmp_path, teacher_model_kind="frozen")
+    with pytest.raises(ValueError, match="teacher_model was renamed teacher_model_kind.*teacher_model_kind: base"):
+        tiny_args(tmp_path, teacher_model="frozen")
     with pytest.raises(ValueError, match="unknown placeholder"):
         tiny_args(tmp_path, teacher_template="{problem} {reference}")
     with pytest.raises(ValueError, match="gate_floor"):
@@ -180,17 +182,17 @@ def test_frozen_teacher_with_lora_disables_the_adapter(make_trainer, tokenizer):
 
     trainer = make_trainer(
         credit_method="egrsd",
-        teacher_model="frozen",
+        teacher_model_kind="base",
         max_steps=1,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
-    assert trainer.teacher is None
+    assert trainer.teacher.model is None
     trainer.train()
     assert math.isfinite(trainer.state.log_history[0]["loss"])
     # The teacher pass runs with the adapter off: it scores like the base model, not like the adapted one.
     model = trainer.accelerator.unwrap_model(trainer.model)
     ids = torch.tensor([tokenizer("Compute 3+4.<think>7</think>").input_ids])
-    with trainer._teacher_forward_context(), torch.no_grad():
+    with trainer.teacher._forward_context(), torch.no_grad():
         teacher_logits = model(input_ids=ids).logits
     with model.disable_adapter(), torch.no_grad():
         base_logits = model(input_ids=ids).logits
@@ -200,13 +202,13 @@ def test_frozen_teacher_with_lora_disables_the_adapter(make_trainer, tokenizer):
     assert not torch.allclose(teacher_logits, adapted_logits)
 
 
-@pytest.mark.parametrize("teacher,beta", [("live", 0.0), ("frozen", 0.04)])
+@pytest.mark.parametrize("teacher,beta", [("live", 0.0), ("base", 0.04)])
 def test_fp32_lm_head_with_a_bf16_model_scores_the_teacher_as_trl_scores_the_student(make_trainer, teacher, beta):
     """`cast_lm_head_to_fp32` on a bf16 model (the frozen teacher being TRL's reference model at beta > 0): the teacher
     scores like TRL's fused head, so an identity teacher (template `{problem}`) gives Delta = 0."""
     trainer = make_trainer(
         credit_method="rlsd",
-        teacher_model=teacher,
+        teacher_model_kind=teacher,
         beta=beta,
         teacher_template="{problem}",
         cast_lm_head_to_fp32=True,
@@ -216,8 +218,10 @@ def test_fp32_lm_head_with_a_bf16_model_scores_the_teacher_as_trl_scores_the_stu
     )
     assert trainer.model.model.norm.weight.dtype == torch.bfloat16
     assert trainer.model.lm_head.weight.dtype == torch.float32
-    if teacher == "frozen":
-        assert trainer.teacher is trainer.ref_model and trainer.teacher.lm_head.weight.dtype == torch.float32
+    if teacher == "base":
+        assert (
+            trainer.teacher.model is trainer.ref_model and trainer.teacher.model.lm_head.weight.dtype == torch.float32
+        )
     trainer.train()
     logged = trainer.state.log_history[0]
     assert math.isfinite(logged["loss"])
@@ -242,15 +246,15 @@ def test_live_teacher_scores_without_dropout_and_restores_train_mode(make_traine
     inputs = [arith_dataset[i] for i in range(4)]
     completion_ids = torch.randint(4, 50, (4, 6), generator=torch.Generator().manual_seed(0))
     completion_mask = torch.ones_like(completion_ids)
-    first = trainer.score_with_teacher(inputs, completion_ids, completion_mask)
-    second = trainer.score_with_teacher(inputs, completion_ids, completion_mask)
+    first = trainer.teacher.score(inputs, completion_ids, completion_mask)
+    second = trainer.teacher.score(inputs, completion_ids, completion_mask)
     assert trainer.model.training
     for a, b in zip(first, second):
         assert torch.equal(a, b)
 
 
 def record_teacher_prompts(monkeypatch):
-    import egrsd.trainer as trainer_module
+    import egrsd.teacher as trainer_module
 
     prompts = []
     original_score = trainer_module.score_tokens
@@ -293,16 +297,16 @@ def test_max_teacher_prompt_length_bounds_the_teacher_prompt(make_trainer, arith
     trainer = make_trainer(credit_method="egrsd", max_teacher_prompt_length=160)
     trainer.model.train()
     inputs = [arith_dataset[i] for i in range(4)]
-    ids = trainer._teacher_prompt_ids(inputs)
+    ids = trainer.teacher.prompt_ids(inputs)
     assert all(len(row) == 160 for row in ids)  # 156 tokens without the solution, 164 with it
     assert trainer._metrics["train"]["teacher/truncated_prompts_frac"] == [1.0]
     text = tokenizer.decode(ids[0])
     assert inputs[0]["prompt"][-1]["content"] in text and "Here is a reference solution" in text
     assert inputs[0]["solution"] not in text
     # A problem that does not fit even without the solution is an error, not a silent cut of the problem.
-    trainer._teacher_prompt_limit = 20
+    trainer.teacher.prompt_limit = 20
     with pytest.raises(ValueError, match="without its reference solution, over the limit of 20 tokens"):
-        trainer._teacher_prompt_ids(inputs)
+        trainer.teacher.prompt_ids(inputs)
 
 
 def test_a_teacher_sequence_that_can_exceed_the_context_fails_at_construction(make_trainer, tmp_path):
@@ -324,8 +328,8 @@ def test_a_chat_formatted_string_prompt_gets_the_solution_in_its_user_turn(make_
 
     string_prompts = arith_dataset.map(as_text)
     assert string_prompts[0]["prompt"].startswith("<|im_start|>user\nCompute")
-    from_text = make_trainer(train_dataset=string_prompts)._teacher_prompt_ids([string_prompts[0]])
-    from_messages = make_trainer()._teacher_prompt_ids([arith_dataset[0]])
+    from_text = make_trainer(train_dataset=string_prompts).teacher.prompt_ids([string_prompts[0]])
+    from_messages = make_trainer().teacher.prompt_ids([arith_dataset[0]])
     assert from_text == from_messages
     text = tokenizer.decode(from_text[0])
     assert text.index(arith_dataset[0]["solution"]) < text.index("<|im_start|>assistant")
@@ -351,14 +355,14 @@ def test_frozen_teacher_copied_from_an_instance_a_trl_trainer_already_patched(tm
     trainer = EGRSDTrainer(
         model=model,
         reward_funcs=digit_reward,
-        args=tiny_args(tmp_path / "egrsd", credit_method="egrsd", teacher_model="frozen"),
+        args=tiny_args(tmp_path / "egrsd", credit_method="egrsd", teacher_model_kind="base"),
         train_dataset=arith_dataset,
         processing_class=tokenizer,
     )
     trainer.train()
     assert math.isfinite(trainer.state.log_history[-1]["train_loss"])
     assert any(not torch.equal(p, initial[name]) for name, p in trainer.model.named_parameters())  # the student moved
-    for name, param in trainer.teacher.named_parameters():
+    for name, param in trainer.teacher.model.named_parameters():
         assert torch.equal(param, initial[name]), name  # the teacher did not
 
 
@@ -368,12 +372,12 @@ def test_zero3_frozen_teacher_from_an_instance_is_refused_naming_the_path_altern
     """Under ZeRO-3 an instance is already partitioned (a copy holds empty partitions): refuse and name the fix."""
     from transformers import AutoModelForCausalLM
 
-    import egrsd.trainer as trainer_module
+    import egrsd.teacher as teacher_module
 
-    monkeypatch.setattr(trainer_module, "is_deepspeed_zero3_enabled", lambda: True)
+    monkeypatch.setattr(teacher_module, "is_deepspeed_zero3_enabled", lambda: True)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    with pytest.raises(ValueError, match="teacher_model='frozen' with DeepSpeed ZeRO-3.*pass the model as a path"):
-        EGRSDTrainer(model=model, reward_funcs=digit_reward, args=tiny_args(tmp_path, teacher_model="frozen"))
+    with pytest.raises(ValueError, match="teacher_model_kind='base' with DeepSpeed ZeRO-3.*pass the model as a path"):
+        EGRSDTrainer(model=model, reward_funcs=digit_reward, args=tiny_args(tmp_path, teacher_model_kind="base"))
 
 
 def test_frozen_teacher_with_a_pre_existing_adapter_is_the_initial_adapter(
@@ -396,7 +400,7 @@ def test_frozen_teacher_with_a_pre_existing_adapter_is_the_initial_adapter(
     trainer = EGRSDTrainer(
         model=model,
         reward_funcs=digit_reward,
-        args=tiny_args(tmp_path, credit_method="egrsd", teacher_model="frozen", max_steps=1),
+        args=tiny_args(tmp_path, credit_method="egrsd", teacher_model_kind="base", max_steps=1),
         train_dataset=arith_dataset,
         processing_class=tokenizer,
     )
@@ -405,7 +409,7 @@ def test_frozen_teacher_with_a_pre_existing_adapter_is_the_initial_adapter(
     peft_model = trainer.accelerator.unwrap_model(trainer.model)
     with torch.no_grad():
         trained_logits = peft_model(input_ids=ids).logits
-        with trainer._teacher_forward_context():
+        with trainer.teacher._forward_context():
             teacher_logits = peft_model(input_ids=ids).logits
     assert not torch.allclose(trained_logits, initial_logits)  # the adapter trained
     torch.testing.assert_close(teacher_logits, initial_logits)
@@ -420,7 +424,7 @@ def test_teacher_methods_refuse_environments_and_images(make_trainer, arith_data
 
 
 def test_user_turn_markers_skip_a_default_system_turn_and_leave_plain_strings_alone():
-    from egrsd.teacher import build_teacher_prompt, user_turn_markers
+    from egrsd.teacher_prompts import build_teacher_prompt, user_turn_markers
 
     def qwen25_like(messages):  # a template that adds a default system turn
         turns = [{"role": "system", "content": "You are helpful."}, *messages]
@@ -456,18 +460,18 @@ def one_recorded_step(tmp_path, tiny_model_dir, tokenizer, arith_dataset, reward
         processing_class=tokenizer,
     )
     scored_rows, outputs = [], []
-    score_with_teacher, generate = trainer.score_with_teacher, trainer._generate_and_score_completions
+    score_with_teacher, generate = trainer.teacher.score, trainer._generate_and_score_completions
 
-    def recording_score(inputs, completion_ids, completion_mask):
+    def recording_score(inputs, completion_ids, completion_mask, contexts=None):
         scored_rows.append(len(inputs))
-        return score_with_teacher(inputs, completion_ids, completion_mask)
+        return score_with_teacher(inputs, completion_ids, completion_mask, contexts)
 
     def recording_generate(inputs):
         output = generate(inputs)
         outputs.append(dict(output))
         return output
 
-    trainer.score_with_teacher, trainer._generate_and_score_completions = recording_score, recording_generate
+    trainer.teacher.score, trainer._generate_and_score_completions = recording_score, recording_generate
     trainer.train()
     return trainer, outputs, scored_rows
 
@@ -495,7 +499,10 @@ def test_teacher_scores_only_rows_whose_credit_it_can_change(tmp_path, tiny_mode
     nonzero = advantages != 0
     assert nonzero.tolist() == [False] * 4 + [True] * 4
     assert skipped_rows == [4] and full_rows == [8]
-    assert torch.equal(skipped_output["teacher_scored"], nonzero) and full_output["teacher_scored"].all()
+    # The rows the teacher weights are those with A != 0 in both modes: H_ref and the credit stats come from them.
+    assert torch.equal(skipped_output["teacher_scored"], nonzero) and torch.equal(
+        full_output["teacher_scored"], nonzero
+    )
     assert skipping.state.log_history[0]["teacher/rows_scored_frac"] == 0.5
     assert runs[False][0].state.log_history[0]["teacher/rows_scored_frac"] == 1.0
 
@@ -509,9 +516,10 @@ def test_teacher_scores_only_rows_whose_credit_it_can_change(tmp_path, tiny_mode
     scored_entropies = sorted(skipped_output["teacher_entropy"][mask & nonzero.unsqueeze(1)].tolist())
     expected_ref = scored_entropies[math.ceil(0.95 * len(scored_entropies)) - 1]
     assert float(skipped_output["credit_entropy_ref"]) == pytest.approx(expected_ref, abs=1e-6)
+    # Skipping is a speed option: H_ref does not depend on it (scoring 4 or 8 rows moves the floats by ~1e-7 only).
+    assert float(full_output["credit_entropy_ref"]) == pytest.approx(expected_ref, abs=1e-5)
 
-    # With H_ref fixed, every row's credit agrees with and without skipping; the A == 0 rows' is exactly zero.
-    config = with_entropy_ref(skipping.credit_config, expected_ref)
+    # Each run with its own H_ref: every row's credit agrees with and without skipping; the A == 0 rows' is zero.
     student_logps = full_output["teacher_logps"] - 0.3 * full_output["teacher_entropy"]  # any fixed student
     credits = [
         compute_credit(
@@ -521,7 +529,7 @@ def test_teacher_scores_only_rows_whose_credit_it_can_change(tmp_path, tiny_mode
             output["teacher_logps"],
             output["teacher_entropy"],
             output["completion_mask"],
-            config,
+            with_entropy_ref(skipping.credit_config, float(output["credit_entropy_ref"])),
             scored=output["teacher_scored"],
         ).advantages
         for output in (skipped_output, full_output)
@@ -571,3 +579,46 @@ def test_a_flat_group_with_an_inexact_mean_gets_zero_advantage(tmp_path, tiny_mo
     assert output["advantages"][:8].tolist() == [0.0] * 8
     assert torch.equal(output["advantages"][8:], trl_advantages[8:])
     assert scored_rows == [8] and output["teacher_scored"].tolist() == [False] * 8 + [True] * 8
+
+
+def test_normalize_then_sum_zeroes_groups_in_which_every_reward_is_constant(
+    tmp_path, tiny_model_dir, tokenizer, arith_dataset
+):
+    """Each function constant in group 1 (1.0 and 0.3): its per-group-centred rewards are 0, so A is 0 up to float
+    dust; the reward-grounded methods make it exactly 0 and the teacher skips it. Group 2 varies."""
+
+    def correctness(completions, **kwargs):
+        return [1.0] * 4 + [0.1, 0.7, 0.2, 0.9]
+
+    def formatting(completions, **kwargs):
+        return [0.3] * 4 + [0.13, 0.3, 0.77, 0.05]
+
+    trainer = EGRSDTrainer(
+        model=tiny_model_dir,
+        reward_funcs=[correctness, formatting],
+        args=tiny_args(
+            tmp_path,
+            credit_method="egrsd",
+            multi_objective_aggregation="normalize_then_sum",
+            per_device_train_batch_size=8,
+            learning_rate=0.0,
+            max_steps=1,
+        ),
+        train_dataset=arith_dataset,
+        processing_class=tokenizer,
+    )
+    outputs = []
+    generate = trainer._generate_and_score_completions
+
+    def recording_generate(inputs):
+        outputs.append(dict(generate(inputs)))
+        return outputs[-1]
+
+    trainer._generate_and_score_completions = recording_generate
+    trainer.train()
+    (output,) = outputs
+    trl_advantages = torch.tensor(list(trainer._logs["advantages"]))
+    assert (trl_advantages[:4] != 0).all() and (trl_advantages[:4].abs() < 1e-5).all()  # TRL's float dust
+    assert output["advantages"][:4].tolist() == [0.0] * 4
+    assert (output["advantages"][4:] != 0).all()
+    assert output["teacher_scored"].tolist() == [False] * 4 + [True] * 4

@@ -91,6 +91,35 @@ def train_cases(tmp_path_factory):
             ["resume_from_checkpoint=true", "has no checkpoint-* folder"],
         ),
         "unknown flag": ([*base, "--learnig_rate", "1e-5"], ["--learnig_rate", "learning_rate?"]),
+        "old teacher_model key": (
+            ["--config", recipe(tmp_path, "old.yaml", teacher_model="frozen"), "--output_dir", out],
+            ["teacher_model was renamed teacher_model_kind", "teacher_model_kind: base"],
+        ),
+        "teacher_update_rate 0": ([*base, "--teacher_update_rate", "0"], ["teacher_update_rate must be in (0, 1]"]),
+        "teacher_sync_steps 0": ([*base, "--teacher_sync_steps", "0"], ["teacher_sync_steps must be an integer >= 1"]),
+        "rlsd_lambda above 1": ([*base, "--rlsd_lambda", "2"], ["rlsd_lambda must be in [0, 1]"]),
+        "lambda decay negative": ([*base, "--rlsd_lambda_decay_steps", "-5"], ["rlsd_lambda_decay_steps must be"]),
+        "lambda with opsd": (
+            [*base, "--credit_method", "opsd", "--rlsd_lambda", "0.5"],
+            ["rlsd_lambda weigh(s) the teacher against the reward", "credit_method='opsd'"],
+        ),
+        "unknown teacher context": ([*base, "--teacher_context", "hint"], ["teacher_context must be one of"]),
+        "answer context shows the solution": (
+            [*base, "--teacher_context", "answer", "--teacher_template", "{problem} {solution}"],
+            ["teacher_context='answer'", "use '{answer}' in the template"],
+        ),
+        "demonstration without its placeholder": (
+            [*base, "--teacher_context", "successful_rollout", "--teacher_template", "{problem} {answer}"],
+            ["teacher_context='successful_rollout'", "'{solution}'"],
+        ),
+        "ema teacher with LoRA": (
+            [*base, "--teacher_model_kind", "ema", "--use_peft", "true"],
+            ["teacher_model_kind='ema' is not supported with use_peft", "teacher_model_kind: base"],
+        ),
+        "teacher chat kwargs not a mapping": (
+            [*base, "--teacher_chat_template_kwargs", "[1]"],
+            ["teacher_chat_template_kwargs must be a mapping"],
+        ),
     }
     runs = [argv + extra for argv, _ in cases.values() for extra in (["--check"], [])]
     opted_out = [*base, "--dataset_name", no_solution, "--dataset_column_mapping", '{"solution": null}', "--check"]
@@ -118,6 +147,17 @@ TRAIN_CASES = [
     "save_steps with saving off",
     "resume without checkpoint",
     "unknown flag",
+    "old teacher_model key",
+    "teacher_update_rate 0",
+    "teacher_sync_steps 0",
+    "rlsd_lambda above 1",
+    "lambda decay negative",
+    "lambda with opsd",
+    "unknown teacher context",
+    "answer context shows the solution",
+    "demonstration without its placeholder",
+    "ema teacher with LoRA",
+    "teacher chat kwargs not a mapping",
 ]
 
 

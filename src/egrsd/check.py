@@ -14,9 +14,10 @@ import yaml
 
 from .cli import UserError, looks_like_path, one_line
 from .configs import EGRSDConfig
+from .credit import REWARD_GROUNDED_METHODS
 from .recipe_data import column_mapping, needs_solution, preview_data, reward_problems, sample_count_problems
-from .teacher import required_columns
 from .teacher_budget import context_problems
+from .teacher_prompts import required_columns
 from .testbed import TESTBED_MODELS
 
 
@@ -32,8 +33,20 @@ METHOD_KEYS = (
     "lookahead_decay",
     "credit_normalization",
     "opsd_clip",
-    "teacher_model",
+    "rlsd_lambda",
+    "rlsd_lambda_warmup_steps",
+    "rlsd_lambda_decay_steps",
+    "rlsd_negative_only",
+    "teacher_model_kind",
+    "teacher_update_rate",
+    "teacher_sync_steps",
+    "teacher_context",
+    "success_reward_threshold",
+    "remove_thinking_from_demonstration",
+    "teacher_chat_template_kwargs",
     "teacher_template",
+    "teacher_backend",
+    "teacher_logprobs_topk",
 )
 
 
@@ -107,7 +120,9 @@ def find_problems(
             problems += file_problems
             needed = ["prompt"]
             if training_args.needs_teacher:
-                needed += required_columns(training_args.teacher_template, training_args.solution_column)
+                needed += required_columns(
+                    training_args.teacher_template, training_args.solution_column, training_args.teacher_context
+                )
             for column in needed:
                 if column not in columns:
                     problems.append(
@@ -142,6 +157,8 @@ def find_problems(
         problems.append(f"model_name_or_path {name!r} is a folder without config.json — pass a saved model's folder")
     else:
         problems += context_problems(name, training_args)
+
+    problems += teacher_problems(training_args, model_args)
 
     # Checkpoints: saving asked for but switched off, and resuming from a checkpoint that is not there.
     default_save_steps = EGRSDConfig.__dataclass_fields__["save_steps"].default
@@ -179,6 +196,29 @@ def find_problems(
             problems.append(
                 f"deepspeed config file {training_args.deepspeed!r} does not exist — check the path under launch/"
             )
+    return problems
+
+
+def teacher_problems(training_args: EGRSDConfig, model_args) -> list[str]:
+    """Teacher and RLSD-mixing keys that cannot work together, or do nothing with the method."""
+    problems = []
+    method = training_args.credit_method
+    defaults = EGRSDConfig.__dataclass_fields__
+    mixing = [
+        key
+        for key in ("rlsd_lambda", "rlsd_lambda_warmup_steps", "rlsd_lambda_decay_steps", "rlsd_negative_only")
+        if getattr(training_args, key) != defaults[key].default
+    ]
+    if mixing and method not in REWARD_GROUNDED_METHODS:
+        problems.append(
+            f"{', '.join(mixing)} weigh(s) the teacher against the reward, which credit_method={method!r} has not — "
+            f"remove {'them' if len(mixing) > 1 else 'it'}, or use one of {list(REWARD_GROUNDED_METHODS)}"
+        )
+    if training_args.needs_teacher and training_args.teacher_model_kind == "ema" and model_args.use_peft:
+        problems.append(
+            "teacher_model_kind='ema' is not supported with use_peft (the teacher would need an EMA adapter of its "
+            "own) — use teacher_model_kind: base or live with LoRA, or train without peft for an EMA"
+        )
     return problems
 
 

@@ -5,11 +5,12 @@ plugs into GRPO's clipped surrogate:
 
     grpo      Ahat_t = A
     opsd      Ahat_t = clip(Delta_t, -d, d)
-    rlsd      Ahat_t = A * m_t,        m_t = clip(exp(sign(A) * Delta_t), m_lo, m_hi)
-    egrsd     Ahat_t = A * m_t * g_t,  g_t = g_min + (1 - g_min) * (1 - h_t),  h_t = min(1, H_t / H_ref)
+    rlsd      Ahat_t = A * ((1 - lambda) + lambda * m_t),        m_t = clip(exp(sign(A) * Delta_t), m_lo, m_hi)
+    egrsd     Ahat_t = A * ((1 - lambda) + lambda * m_t * g_t),  g_t = g_min + (1 - g_min) * (1 - min(1, H_t / H_ref))
     cl_egrsd  as egrsd, with H_t replaced by min(H_t, L_t), L_t the mean teacher entropy of the next k positions
 
-with Delta_t = teacher log-prob - student log-prob of the sampled token.
+with Delta_t = teacher log-prob - student log-prob of the sampled token, and lambda the RLSD mixing weight (1: the
+teacher's weight alone, this project's reading; 0: grpo).
 """
 
 import math
@@ -45,6 +46,9 @@ class CreditConfig:
         lookahead_decay: weight decay^(j-1) of the j-th following position (1: plain mean).
         credit_normalization: "none", or "sequence_mean" to rescale m_t * g_t to mean 1 over each sequence.
         opsd_clip: d, the clip of Delta_t in OPSD's advantage.
+        rlsd_lambda: lambda, how much of the teacher's weight the reward-grounded methods mix in (0 <= lambda <= 1);
+            the trainer sets the current value of its schedule.
+        rlsd_negative_only: the teacher weights only rollouts with A < 0; the others keep A (ms-swift's option).
     """
 
     ratio_clip_low: float = 0.5
@@ -56,6 +60,8 @@ class CreditConfig:
     lookahead_decay: float = 1.0
     credit_normalization: str = "none"
     opsd_clip: float = 1.0
+    rlsd_lambda: float = 1.0
+    rlsd_negative_only: bool = False
 
     def __post_init__(self):
         problems = []
@@ -86,6 +92,8 @@ class CreditConfig:
             )
         if not 0.0 < self.opsd_clip < math.inf:
             problems.append(f"opsd_clip must be a positive finite number, got {self.opsd_clip}")
+        if not 0.0 <= self.rlsd_lambda <= 1.0:
+            problems.append(f"rlsd_lambda must be in [0, 1], got {self.rlsd_lambda}")
         if problems:
             raise ValueError("Invalid CreditConfig: " + "; ".join(problems))
 
@@ -190,11 +198,12 @@ def compute_credit(
 ) -> TokenCredit:
     """All per-token credit quantities of `method` (see `token_advantages` for the arguments).
 
-    `scored` (B,) bool marks the rows whose teacher scores are real (default: every row). The others must have
-    A == 0 (reward-grounded methods only; see `rows_needing_teacher`): their credit is zero whatever their teacher
-    inputs hold, and the teacher-derived stats (delta, ratio, entropy, gate, lookahead, their fractions) and a
-    quantile H_ref count the scored rows only; those stats are NaN when no scored row has a valid token.
-    `advantage_abs_mean` counts every row (a skipped row's zero credit is real).
+    `scored` (B,) bool marks the rows the teacher weights (default: every row). The others get the method's credit
+    without a teacher whatever their teacher inputs hold: A for the reward-grounded methods (0 for a skipped row,
+    whose A == 0; see `rows_needing_teacher`), 0 for opsd (a row without a demonstration, for instance). The
+    teacher-derived stats (delta, ratio, entropy, gate, lookahead, their fractions) and a quantile H_ref count the
+    scored rows only; those stats are NaN when no scored row has a valid token. `advantage_abs_mean` counts every
+    row (an unscored row's credit is real).
     """
     if method not in CREDIT_METHODS:
         raise ValueError(f"Unknown credit method {method!r}; choose one of {CREDIT_METHODS}")
@@ -208,7 +217,10 @@ def compute_credit(
     if scored is None or method == "grpo":
         teacher_valid, teacher_valid_f = valid, valid_f
     else:
-        _check_scored_rows(method, seq_adv.squeeze(1), scored)
+        if scored.shape != advantages.shape:
+            raise ValueError(
+                f"scored must be (B,) like advantages {tuple(advantages.shape)}, got {tuple(scored.shape)}"
+            )
         teacher_valid = valid & scored.to(valid.device).bool().unsqueeze(1)
         teacher_valid_f = teacher_valid.to(torch.float32)
 
@@ -237,7 +249,7 @@ def compute_credit(
     stats = {"delta_abs_mean": teacher_mean(delta.abs())}
 
     if method == "opsd":
-        ahat = delta.clamp(-config.opsd_clip, config.opsd_clip) * valid_f
+        ahat = delta.clamp(-config.opsd_clip, config.opsd_clip) * teacher_valid_f
         stats["ratio_clip_frac"] = teacher_mean((delta.abs() > config.opsd_clip).float())
         stats["advantage_abs_mean"] = _masked_mean(ahat.abs(), valid_f)
         return TokenCredit(advantages=ahat, delta=delta, stats=stats)
@@ -284,24 +296,16 @@ def compute_credit(
         sequence_mean = (weight * valid_f).sum(1, keepdim=True) / valid_f.sum(1, keepdim=True).clamp(min=1.0)
         weight = weight / sequence_mean.clamp(min=1e-12)
 
+    # lambda = 1 leaves the teacher's weight as it is and lambda = 0 makes it 1, both exactly in floating point, so
+    # the ends of the schedule are this project's reading and grpo bit for bit.
+    teacher_weighted = teacher_valid
+    if config.rlsd_negative_only:
+        teacher_weighted = teacher_weighted & (seq_adv < 0)
+    weight = torch.where(teacher_weighted, (1.0 - config.rlsd_lambda) + config.rlsd_lambda * weight, 1.0)
     ahat = seq_adv * weight * valid_f
     credit.advantages = ahat
     stats["advantage_abs_mean"] = _masked_mean(ahat.abs(), valid_f)
     return credit
-
-
-def _check_scored_rows(method: str, advantages: torch.Tensor, scored: torch.Tensor) -> None:
-    if scored.shape != advantages.shape:
-        raise ValueError(f"scored must be (B,) like advantages {tuple(advantages.shape)}, got {tuple(scored.shape)}")
-    unscored = ~scored.to(advantages.device).bool()
-    if method not in REWARD_GROUNDED_METHODS:
-        if unscored.any():
-            raise ValueError(f"credit method {method!r} needs the teacher's scores of every row (none may be skipped)")
-    elif (unscored & (advantages != 0)).any():
-        raise ValueError(
-            f"credit method {method!r}: a row without teacher scores has A != 0, so its credit needs them; skip only "
-            "rows with A == 0 (see rows_needing_teacher)"
-        )
 
 
 def token_advantages(

@@ -16,7 +16,7 @@ import sys
 
 from .cli import UserError, one_line
 from .configs import EGRSDConfig, EGRSDScriptArguments
-from .teacher import template_fields
+from .teacher_prompts import template_fields
 
 
 def column_mapping(script_args) -> dict | None:
@@ -38,6 +38,8 @@ def needs_solution(training_args: EGRSDConfig) -> bool:
     """Whether the method's teacher reads the reference solution (a teacher method whose template shows it)."""
     if not training_args.needs_teacher:
         return False
+    if training_args.teacher_context == "successful_rollout":
+        return False  # the demonstration comes from the rollouts
     return "solution" in template_fields(training_args.teacher_template)
 
 

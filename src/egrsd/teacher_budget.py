@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .cli import UserError
-from .teacher import build_teacher_prompt
+from .teacher_prompts import build_teacher_prompt
 
 
 def teacher_prompt_limit(max_teacher_prompt_length: int | None, completion: int, positions: int | None) -> int | None:
@@ -128,7 +128,12 @@ def check_teacher_prompts_fit(dataset, tokenizer, args, limit: int) -> None:
         tokenizer=tokenizer,
         template=args.teacher_template,
         solution_column=args.solution_column,
-        chat_template_kwargs=args.chat_template_kwargs or {},
+        chat_template_kwargs=(
+            args.chat_template_kwargs
+            if args.teacher_chat_template_kwargs is None
+            else args.teacher_chat_template_kwargs
+        )
+        or {},
     )
     (overhead,) = measure([_emptied(rows[0])])
     bounds = [_content_bytes(row, args.teacher_template) for row in rows]

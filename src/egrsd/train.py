@@ -97,9 +97,10 @@ def train(script_args: EGRSDScriptArguments, training_args: EGRSDConfig, model_a
     # Every rank reports: under ZeRO-3 it holds a shard only, and it must have run the teacher like the others.
     local_elements = sum(p.numel() for p in trainer.model.parameters())
     all_elements = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters())
+    passes = trainer.teacher.scoring_passes if trainer.teacher else 0
     print(
         f"[rank {training_args.process_index}] finished {trainer.state.global_step} steps; teacher scoring passes: "
-        f"{trainer.teacher_scoring_passes}; parameter elements on this rank: {local_elements} of {all_elements}",
+        f"{passes}; parameter elements on this rank: {local_elements} of {all_elements}",
         flush=True,
     )
     trainer.save_model(training_args.output_dir)

@@ -29,7 +29,7 @@ import trl
 from datasets import Dataset
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
 
-from egrsd.teacher import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
+from egrsd.teacher_prompts import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
 from egrsd.testbed import arithmetic
 from egrsd.testbed.base_eval import evaluate_base
 from egrsd.testbed.model import build_tiny_qwen3

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from egrsd.teacher import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
+from egrsd.teacher_prompts import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
 from egrsd.testbed import arithmetic
 
 

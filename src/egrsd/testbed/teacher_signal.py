@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from egrsd.teacher import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
+from egrsd.teacher_prompts import DEFAULT_TEACHER_TEMPLATE, build_teacher_prompt
 from egrsd.testbed import arithmetic
 from egrsd.testbed.base_eval import generate, mean_or_nan, render_prompts
 
