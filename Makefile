@@ -82,6 +82,10 @@ testbed-curves: install
 test: install
 	$(PY) -m pytest -m "not slow and not slurm" -q
 
+# The tests marked `vllm` in .venv-vllm; EGRSD_REQUIRE_VLLM=1 makes a missing vLLM a failure, not a skip.
+test-vllm: install-vllm
+	EGRSD_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm -q -rs
+
 # launch/slurm/train.slurm under real Slurm: installs Slurm and munge from Debian's packages when missing (root),
 # starts a two-node cluster on this machine and trains the tiny recipe through the script (docs/slurm.md).
 test-slurm: install

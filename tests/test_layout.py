@@ -5,6 +5,7 @@ import ast
 import configparser
 import importlib
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -213,3 +214,24 @@ def test_rewards_install_as_egrsd_rewards_with_names_and_import_strings(tmp_path
         "['accuracy_reward', 'format_reward', 'cosine_scaled_reward', 'short']",
         "[1.0, 1.0]",
     ]
+
+
+def makefile_phony_targets_and_rules(text: str) -> tuple[set[str], set[str]]:
+    """The Makefile's .PHONY names and the targets that have a rule (`target ...: ...`; assignments excluded)."""
+    text = text.replace("\\\n", " ")
+    phony, ruled = set(), set()
+    for line in text.splitlines():
+        if line.startswith(".PHONY:"):
+            phony.update(line.partition(":")[2].split())
+        elif not line.startswith(("\t", "#", " ")) and ":" in line:
+            head, _, rest = line.partition(":")
+            if not rest.startswith("=") and not re.search(r"[?+!]$|\$\(", head):
+                ruled.update(head.split())
+    return phony, ruled
+
+
+def test_every_phony_make_target_has_a_rule():
+    """A .PHONY target without a rule is `Nothing to be done` with exit 0: `make test-vllm` once passed so in CI."""
+    phony, ruled = makefile_phony_targets_and_rules((ROOT / "Makefile").read_text())
+    assert {"install", "test", "test-vllm", "test-slurm", "demo", "train-8b"} <= phony
+    assert sorted(phony - ruled) == []
