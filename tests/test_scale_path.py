@@ -89,12 +89,14 @@ def test_zero3_colocated_vllm_egrsd_checkpoint_and_resume_on_two_cpu_ranks(tmp_p
             assert record["rollouts"] == 8 and record["completion_tokens"] > 0, record
             assert record["logp_difference_mean"] < SYNCED_LOGP_DIFFERENCE, record
 
-    # The teacher scored every rollout (the dense reward leaves no A = 0) in one pass per step on each rank, each
-    # pass 2 model forwards with the prompt cache (prompts, then completions): the same on both ranks, as ZeRO-3
-    # needs (it gathers the parameters collectively in every forward; unequal counts would hang).
+    # The teacher ran one pass per step on each rank, each pass 2 model forwards with the prompt cache (prompts, then
+    # completions), whatever the rank's count of rows to score (a row whose reward is its group's mean has A = 0 and
+    # is skipped; the ranks pad to the same count): the same on both ranks, as ZeRO-3 needs (it gathers the
+    # parameters collectively in every forward; unequal counts would hang). The dense reward leaves no group flat,
+    # so every rank has rows to score at every step.
     for records, passes in ((first_records, [1, 2]), (resumed_records, [1])):
         for one_rank in records:
-            assert [r["teacher_rows_scored"] for r in one_rank] == [8] * len(passes), one_rank
+            assert all(r["teacher_rows_scored"] > 0 for r in one_rank), one_rank
             assert [r["teacher_scoring_passes"] for r in one_rank] == passes, one_rank
             assert [r["teacher_forwards"] for r in one_rank] == [2 * p for p in passes], one_rank
 
