@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
 
@@ -18,6 +19,16 @@ FIXTURES = TESTS / "fixtures"
 BENCH = ROOT / "bench"
 TINY_RECIPES = ROOT / "recipes" / "tiny"
 USER_ERROR = 2
+
+
+def skip_unless_vllm() -> None:
+    """At a `vllm` module's top: skip it where vLLM is not installed, fail instead under EGRSD_REQUIRE_VLLM=1
+    (`make test-vllm`, where a missing vLLM is a broken install, not a reason to pass)."""
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    if os.environ.get("EGRSD_REQUIRE_VLLM") == "1":
+        pytest.fail("EGRSD_REQUIRE_VLLM=1 but vLLM is not installed here: run `make test-vllm`", pytrace=False)
+    pytest.skip("vLLM is not installed (make test-vllm runs these in .venv-vllm)", allow_module_level=True)
 
 
 def run_command(command, cwd=ROOT, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
