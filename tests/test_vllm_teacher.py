@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,23 @@ if importlib.util.find_spec("vllm") is None:
     pytest.skip("vLLM is not installed (make test-vllm runs these in .venv-vllm)", allow_module_level=True)
 
 PYTHON = sys.executable
-CHILD_ENV = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+
+
+def free_port() -> str:
+    """A port nothing listens on now: a child's torch.distributed would otherwise take 29500, which other jobs on a
+    shared machine may hold (seen once: EADDRINUSE)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+CHILD_ENV = dict(
+    os.environ,
+    VLLM_CPU_KVCACHE_SPACE="1",
+    OMP_NUM_THREADS="1",
+    TOKENIZERS_PARALLELISM="false",
+    MASTER_PORT=free_port(),
+)
 TEMPERATURES = (1.0, 0.7)
 SMALL_KS = (5, 20)
 
