@@ -94,8 +94,9 @@ class EGRSDTrainer(GRPOTrainer):
             has_context = torch.tensor([c is not None for c in contexts], device=advantages.device)
         # The rows the teacher weights (A != 0 for the reward-grounded methods): H_ref and the teacher's statistics
         # come from these alone, so skipping the others (a speed option) changes no credit.
-        weighted = rows_needing_teacher(method, advantages) & has_context
-        self._log_demonstration_share(rows_needing_teacher(method, advantages), weighted, contexts, mode)
+        needing = rows_needing_teacher(method, advantages)
+        weighted = needing & has_context
+        self._log_demonstration_share(needing, weighted, contexts, mode)
         to_score = weighted if self.args.teacher_skip_zero_advantage else has_context
         mask = self._credit_mask(output)
         start = time.perf_counter()
